@@ -1,0 +1,122 @@
+"""The command line: `python -m job train|runs|...`. Nothing here imports TensorFlow.
+
+    python -m job train --api symbolic --loop fit --epochs 5 --output runs
+    python -m job train --api imperative --loop custom --data cifar-10-python.tar.gz
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from job import errors
+from job.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_MOMENTUM,
+    DEFAULT_OUTPUT,
+    DEFAULT_SEED,
+    DEFAULT_VALIDATION_SIZE,
+    Api,
+    LogFormat,
+    Loop,
+    Precision,
+    TrainConfig,
+    Xla,
+)
+
+app = typer.Typer(
+    help="Train the Keras CIFAR-10 chapter's classifier as a batch job (locally, in Docker or on Kubernetes).",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback(invoke_without_command=True)
+def show_help_without_command(context: typer.Context) -> None:
+    """Print the overview when no command is given (and keep `train` a subcommand)."""
+    if context.invoked_subcommand is None:
+        typer.echo(context.get_help())
+
+
+@app.command()
+def train(
+    api: Annotated[Api, typer.Option(envvar="JOB_API", help="Model style: keras.Sequential or a subclassed keras.Model.")] = Api.symbolic,
+    loop: Annotated[Loop, typer.Option(envvar="JOB_LOOP", help="Training loop: model.fit or a GradientTape loop.")] = Loop.fit,
+    epochs: Annotated[int, typer.Option(envvar="JOB_EPOCHS")] = DEFAULT_EPOCHS,
+    batch_size: Annotated[int, typer.Option(envvar="JOB_BATCH_SIZE", help="Global batch size.")] = DEFAULT_BATCH_SIZE,
+    learning_rate: Annotated[float, typer.Option(envvar="JOB_LEARNING_RATE", help="SGD learning rate.")] = DEFAULT_LEARNING_RATE,
+    momentum: Annotated[float, typer.Option(envvar="JOB_MOMENTUM", help="SGD momentum.")] = DEFAULT_MOMENTUM,
+    seed: Annotated[int, typer.Option(envvar="JOB_SEED", help="Seeds weights and shuffling.")] = DEFAULT_SEED,
+    validation_size: Annotated[
+        int, typer.Option(envvar="JOB_VALIDATION_SIZE", help="Validation = test[:N], test = test[N:].")
+    ] = DEFAULT_VALIDATION_SIZE,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="JOB_DATA",
+            help="cifar-10-python.tar.gz, its extracted folder, an .npz, or gs://... (default: Keras download).",
+        ),
+    ] = None,
+    output: Annotated[str, typer.Option(envvar="JOB_OUTPUT", help="Local folder or gs://BUCKET/PREFIX.")] = DEFAULT_OUTPUT,
+    run_id: Annotated[
+        str, typer.Option(envvar="JOB_RUN_ID", help="Run folder name (default: api-loop-UTC time-suffix); reuse it to resume.")
+    ] = "",
+    overwrite: Annotated[bool, typer.Option(envvar="JOB_OVERWRITE", help="Replace a finished run with the same id.")] = False,
+    require_gpu: Annotated[bool, typer.Option(envvar="JOB_REQUIRE_GPU", help="Fail (exit 2) if no GPU is visible.")] = False,
+    precision: Annotated[Precision, typer.Option(envvar="JOB_PRECISION", help="auto: float16 on GPU, bfloat16 on CPUs with it.")] = Precision.auto,
+    xla: Annotated[Xla, typer.Option(envvar="JOB_XLA", help="XLA compilation (auto: on for GPU only).")] = Xla.auto,
+    log_format: Annotated[LogFormat, typer.Option(envvar="JOB_LOG_FORMAT", help="Progress lines as text or JSON.")] = LogFormat.text,
+    checkpoint_every_steps: Annotated[
+        int, typer.Option(envvar="JOB_CHECKPOINT_EVERY_STEPS", help="Also checkpoint every N steps (0: epoch ends only).")
+    ] = 0,
+) -> None:
+    """Train one model style with one loop and write a run folder (config, metrics, model, summary)."""
+    from job.config import validate
+
+    config = validate(
+        TrainConfig(
+            api=api,
+            loop=loop,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            momentum=momentum,
+            seed=seed,
+            validation_size=validation_size,
+            data=data,
+            output=output,
+            run_id=run_id,
+            overwrite=overwrite,
+            require_gpu=require_gpu,
+            precision=precision,
+            xla=xla,
+            log_format=log_format,
+            checkpoint_every_steps=checkpoint_every_steps,
+        )
+    )
+    from job.train import run  # TensorFlow is imported from here on, never for --help or bad flags.
+
+    run(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and map every failure to the exit-code contract with one line on stderr."""
+    try:
+        result = app(args=argv, prog_name="python -m job", standalone_mode=False)
+    except typer.TyperException as error:  # Typer's own usage errors: unknown flag, bad choice, bad number.
+        context = getattr(error, "ctx", None)
+        command = context.command_path if context is not None else "python -m job"
+        print(f"error: {error.format_message()} (see {command} --help)", file=sys.stderr)
+        return errors.EXIT_USAGE
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return errors.EXIT_INTERRUPTED
+    except errors.JobError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    return result if isinstance(result, int) else errors.EXIT_OK

@@ -1,0 +1,128 @@
+"""One frozen `TrainConfig`, built from flags/env and validated before TensorFlow is imported."""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+
+from job.errors import DataError, UsageError
+from job.storage import is_gcs, parse_gcs_url
+
+
+class Api(str, Enum):
+    """The chapter's two ways to write the same network."""
+
+    symbolic = "symbolic"  # keras.Sequential
+    imperative = "imperative"  # a subclassed keras.Model
+
+
+class Loop(str, Enum):
+    """The chapter's two ways to train it."""
+
+    fit = "fit"  # model.fit
+    custom = "custom"  # a tf.GradientTape loop
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    mixed_bfloat16 = "mixed_bfloat16"
+    mixed_float16 = "mixed_float16"
+
+
+class Xla(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+# The chapter's hyper-parameters; every default below reproduces it.
+DEFAULT_EPOCHS = 5
+DEFAULT_BATCH_SIZE = 200  # 50,000 // 200 = 250 steps per epoch.
+DEFAULT_LEARNING_RATE = 0.1  # SGD; stable only because the model scales pixels to [0, 1].
+DEFAULT_MOMENTUM = 0.9
+DEFAULT_VALIDATION_SIZE = 500  # validation = test[:500], test = test[500:].
+DEFAULT_SEED = 42  # Fixed, so a retried pod reshuffles exactly as the first attempt did.
+DEFAULT_OUTPUT = "runs"
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    api: Api = Api.symbolic
+    loop: Loop = Loop.fit
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    momentum: float = DEFAULT_MOMENTUM
+    seed: int = DEFAULT_SEED
+    validation_size: int = DEFAULT_VALIDATION_SIZE
+    data: str | None = None  # None: the Keras download and cache.
+    output: str = DEFAULT_OUTPUT
+    run_id: str = ""
+    overwrite: bool = False
+    require_gpu: bool = False
+    precision: Precision = Precision.auto
+    xla: Xla = Xla.auto
+    log_format: LogFormat = LogFormat.text
+    checkpoint_every_steps: int = 0  # 0: checkpoint at the end of every epoch only.
+
+    def to_json(self) -> dict[str, object]:
+        """Plain JSON values, enums as their names."""
+        return {key: value.value if isinstance(value, Enum) else value for key, value in asdict(self).items()}
+
+
+def default_run_id(api: Api, loop: Loop) -> str:
+    """api-loop-UTC time-random suffix, e.g. symbolic-fit-20261126T153000Z-3f9a."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{api.value}-{loop.value}-{stamp}-{secrets.token_hex(2)}"
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Reject bad values with one line naming the flag and the fix; fill in the run id."""
+    if config.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {config.epochs}")
+    if config.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if not math.isfinite(config.learning_rate) or config.learning_rate <= 0:
+        raise UsageError(f"--learning-rate must be a positive finite number, got {config.learning_rate}")
+    if not math.isfinite(config.momentum) or not 0 <= config.momentum < 1:
+        raise UsageError(f"--momentum must be in [0, 1), got {config.momentum}")
+    if config.validation_size < 1:
+        raise UsageError(f"--validation-size must be at least 1, got {config.validation_size}")
+    if config.checkpoint_every_steps < 0:
+        raise UsageError(f"--checkpoint-every-steps must be 0 (epoch ends only) or more, got {config.checkpoint_every_steps}")
+    if config.run_id and (not RUN_ID.match(config.run_id) or ".." in config.run_id):
+        raise UsageError(
+            f"--run-id {config.run_id!r} is not a valid run id: use letters, digits, '.', '_' and '-' "
+            "(no '/', no '..', at most 100 characters)"
+        )
+    if is_gcs(config.output):
+        parse_gcs_url(config.output)
+    if config.data is not None:
+        check_data_location(config.data)
+    run_id = config.run_id or default_run_id(config.api, config.loop)
+    return TrainConfig(**{**config.__dict__, "run_id": run_id})
+
+
+def check_data_location(data: str) -> None:
+    """Fail fast on a local data path that does not exist (gs:// is checked when downloaded)."""
+    if is_gcs(data):
+        parse_gcs_url(data)
+        return
+    if not Path(data).expanduser().exists():
+        raise DataError(
+            f"data source {data} does not exist: pass the cifar-10-python.tar.gz file, "
+            "its extracted cifar-10-batches-py folder, or an .npz with x_train/y_train/x_test/y_test"
+        )

@@ -1,0 +1,42 @@
+"""The exit-code contract: every failure a user can fix maps to one code and one line.
+
+Kubernetes acts on these codes (k8s/base/job.yaml podFailurePolicy), so they are stable:
+    0 success · 1 unexpected · 2 bad usage/config · 3 data missing or corrupt
+    4 output unusable or run exists · 5 training diverged · 75 interrupted, state saved (retryable)
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
+EXIT_DATA = 3
+EXIT_OUTPUT = 4
+EXIT_DIVERGED = 5
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL from sysexits.h: "try again later".
+
+
+class JobError(Exception):
+    """A failure the user can act on: printed as one line, no traceback."""
+
+    exit_code = EXIT_UNEXPECTED
+
+
+class UsageError(JobError):
+    exit_code = EXIT_USAGE
+
+
+class DataError(JobError):
+    exit_code = EXIT_DATA
+
+
+class OutputError(JobError):
+    exit_code = EXIT_OUTPUT
+
+
+class DivergedError(JobError):
+    exit_code = EXIT_DIVERGED
+
+
+class Interrupted(JobError):
+    exit_code = EXIT_INTERRUPTED
