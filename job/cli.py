@@ -120,3 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     return result if isinstance(result, int) else errors.EXIT_OK
+
+
+# Command groups that live in their own modules (each imports its heavy libraries lazily).
+def _register_command_groups() -> None:
+    from job import runs
+    from job.kube import commands as kube_commands
+
+    runs.register(app)
+    kube_commands.register(app)
+
+
+_register_command_groups()

@@ -1,0 +1,1 @@
+"""Kubernetes: render the kustomize manifests and submit/watch Jobs. Never imports TensorFlow."""
