@@ -1,13 +1,14 @@
 """The command line: `python -m job train|runs|...`. Nothing here imports TensorFlow.
 
-    python -m job train --api symbolic --loop fit --epochs 5 --output runs
-    python -m job train --api imperative --loop custom --data cifar-10-python.tar.gz
+python -m job train --api symbolic --loop fit --epochs 5 --output runs
+python -m job train --api imperative --loop custom --data cifar-10-python.tar.gz
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -45,34 +46,54 @@ def show_help_without_command(context: typer.Context) -> None:
 
 @app.command()
 def train(
-    api: Annotated[Api, typer.Option(envvar="JOB_API", help="Model style: keras.Sequential or a subclassed keras.Model.")] = Api.symbolic,
-    loop: Annotated[Loop, typer.Option(envvar="JOB_LOOP", help="Training loop: model.fit or a GradientTape loop.")] = Loop.fit,
+    api: Annotated[
+        Api, typer.Option(envvar="JOB_API", help="Model style: keras.Sequential or a subclassed keras.Model.")
+    ] = Api.symbolic,
+    loop: Annotated[
+        Loop, typer.Option(envvar="JOB_LOOP", help="Training loop: model.fit or a GradientTape loop.")
+    ] = Loop.fit,
     epochs: Annotated[int, typer.Option(envvar="JOB_EPOCHS")] = DEFAULT_EPOCHS,
     batch_size: Annotated[int, typer.Option(envvar="JOB_BATCH_SIZE", help="Global batch size.")] = DEFAULT_BATCH_SIZE,
-    learning_rate: Annotated[float, typer.Option(envvar="JOB_LEARNING_RATE", help="SGD learning rate.")] = DEFAULT_LEARNING_RATE,
+    learning_rate: Annotated[
+        float, typer.Option(envvar="JOB_LEARNING_RATE", help="SGD learning rate.")
+    ] = DEFAULT_LEARNING_RATE,
     momentum: Annotated[float, typer.Option(envvar="JOB_MOMENTUM", help="SGD momentum.")] = DEFAULT_MOMENTUM,
     seed: Annotated[int, typer.Option(envvar="JOB_SEED", help="Seeds weights and shuffling.")] = DEFAULT_SEED,
     validation_size: Annotated[
         int, typer.Option(envvar="JOB_VALIDATION_SIZE", help="Validation = test[:N], test = test[N:].")
     ] = DEFAULT_VALIDATION_SIZE,
     data: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             envvar="JOB_DATA",
             help="cifar-10-python.tar.gz, its extracted folder, an .npz, or gs://... (default: Keras download).",
         ),
     ] = None,
-    output: Annotated[str, typer.Option(envvar="JOB_OUTPUT", help="Local folder or gs://BUCKET/PREFIX.")] = DEFAULT_OUTPUT,
+    output: Annotated[
+        str, typer.Option(envvar="JOB_OUTPUT", help="Local folder or gs://BUCKET/PREFIX.")
+    ] = DEFAULT_OUTPUT,
     run_id: Annotated[
-        str, typer.Option(envvar="JOB_RUN_ID", help="Run folder name (default: api-loop-UTC time-suffix); reuse it to resume.")
+        str,
+        typer.Option(
+            envvar="JOB_RUN_ID", help="Run folder name (default: api-loop-UTC time-suffix); reuse it to resume."
+        ),
     ] = "",
-    overwrite: Annotated[bool, typer.Option(envvar="JOB_OVERWRITE", help="Replace a finished run with the same id.")] = False,
-    require_gpu: Annotated[bool, typer.Option(envvar="JOB_REQUIRE_GPU", help="Fail (exit 2) if no GPU is visible.")] = False,
-    precision: Annotated[Precision, typer.Option(envvar="JOB_PRECISION", help="auto: float16 on GPU, bfloat16 on CPUs with it.")] = Precision.auto,
+    overwrite: Annotated[
+        bool, typer.Option(envvar="JOB_OVERWRITE", help="Replace a finished run with the same id.")
+    ] = False,
+    require_gpu: Annotated[
+        bool, typer.Option(envvar="JOB_REQUIRE_GPU", help="Fail (exit 2) if no GPU is visible.")
+    ] = False,
+    precision: Annotated[
+        Precision, typer.Option(envvar="JOB_PRECISION", help="auto: float16 on GPU, bfloat16 on CPUs with it.")
+    ] = Precision.auto,
     xla: Annotated[Xla, typer.Option(envvar="JOB_XLA", help="XLA compilation (auto: on for GPU only).")] = Xla.auto,
-    log_format: Annotated[LogFormat, typer.Option(envvar="JOB_LOG_FORMAT", help="Progress lines as text or JSON.")] = LogFormat.text,
+    log_format: Annotated[
+        LogFormat, typer.Option(envvar="JOB_LOG_FORMAT", help="Progress lines as text or JSON.")
+    ] = LogFormat.text,
     checkpoint_every_steps: Annotated[
-        int, typer.Option(envvar="JOB_CHECKPOINT_EVERY_STEPS", help="Also checkpoint every N steps (0: epoch ends only).")
+        int,
+        typer.Option(envvar="JOB_CHECKPOINT_EVERY_STEPS", help="Also checkpoint every N steps (0: epoch ends only)."),
     ] = 0,
 ) -> None:
     """Train one model style with one loop and write a run folder (config, metrics, model, summary)."""
@@ -99,6 +120,7 @@ def train(
             checkpoint_every_steps=checkpoint_every_steps,
         )
     )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TensorFlow's C++ start-up chatter out of the logs.
     from job.train import run  # TensorFlow is imported from here on, never for --help or bad flags.
 
     run(config)

@@ -6,42 +6,42 @@ import math
 import re
 import secrets
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import Enum, StrEnum
 from pathlib import Path
 
 from job.errors import DataError, UsageError
 from job.storage import is_gcs, parse_gcs_url
 
 
-class Api(str, Enum):
+class Api(StrEnum):
     """The chapter's two ways to write the same network."""
 
     symbolic = "symbolic"  # keras.Sequential
     imperative = "imperative"  # a subclassed keras.Model
 
 
-class Loop(str, Enum):
+class Loop(StrEnum):
     """The chapter's two ways to train it."""
 
     fit = "fit"  # model.fit
     custom = "custom"  # a tf.GradientTape loop
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     auto = "auto"
     float32 = "float32"
     mixed_bfloat16 = "mixed_bfloat16"
     mixed_float16 = "mixed_float16"
 
 
-class Xla(str, Enum):
+class Xla(StrEnum):
     auto = "auto"
     on = "on"
     off = "off"
 
 
-class LogFormat(str, Enum):
+class LogFormat(StrEnum):
     text = "text"
     json = "json"
 
@@ -85,7 +85,7 @@ class TrainConfig:
 
 def default_run_id(api: Api, loop: Loop) -> str:
     """api-loop-UTC time-random suffix, e.g. symbolic-fit-20261126T153000Z-3f9a."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{api.value}-{loop.value}-{stamp}-{secrets.token_hex(2)}"
 
 
@@ -102,7 +102,9 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.validation_size < 1:
         raise UsageError(f"--validation-size must be at least 1, got {config.validation_size}")
     if config.checkpoint_every_steps < 0:
-        raise UsageError(f"--checkpoint-every-steps must be 0 (epoch ends only) or more, got {config.checkpoint_every_steps}")
+        raise UsageError(
+            f"--checkpoint-every-steps must be 0 (epoch ends only) or more, got {config.checkpoint_every_steps}"
+        )
     if config.run_id and (not RUN_ID.match(config.run_id) or ".." in config.run_id):
         raise UsageError(
             f"--run-id {config.run_id!r} is not a valid run id: use letters, digits, '.', '_' and '-' "

@@ -104,7 +104,7 @@ class LocalStore:
             finally:
                 temporary.unlink()
         else:
-            os.replace(temporary, path)  # Readers never see a half-written file.
+            temporary.replace(path)  # Readers never see a half-written file.
 
     def upload_file(self, key: str, source: Path) -> None:
         target = self.root / key

@@ -1,0 +1,141 @@
+"""The run folder: config.json, metrics.jsonl, checkpoints/, tensorboard/, model/, model.keras, summary.json.
+
+Files are written into a local staging folder and published through the run's `Store` (for a local
+output the two are the same folder). `summary.json` is published last and create-only: a run is
+complete exactly when it exists, and two jobs racing for one run id cannot both publish.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from job.errors import OutputError
+from job.storage import Store
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+SAVED_MODEL = "model"
+KERAS_MODEL = "model.keras"
+
+
+def default_staging_root() -> Path:
+    """Where a gs:// run is staged locally ($JOB_STAGING_DIR, else the system temp folder)."""
+    return Path(os.environ.get("JOB_STAGING_DIR") or Path(tempfile.gettempdir()) / "cifar10-job-staging")
+
+
+class RunWriter:
+    """Writes one run's files locally and publishes them to the run's store."""
+
+    def __init__(self, store: Store, run_id: str, staging_root: Path | None = None) -> None:
+        self.store = store.child(run_id)
+        self.run_id = run_id
+        local = self.store.local_root()
+        self.staging = local if local is not None else (staging_root or default_staging_root()) / run_id
+        self.url = self.store.url
+
+    def path(self, name: str) -> Path:
+        return self.staging / name
+
+    def is_complete(self) -> bool:
+        return self.store.read_bytes(SUMMARY) is not None
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        raw = self.store.read_bytes(name)
+        return json.loads(raw) if raw is not None else None
+
+    def prepare(self, overwrite: bool) -> bool:
+        """Check the output; returns True when an unfinished run exists to resume (exit 4 on a finished one)."""
+        self.store.check_writable()
+        if self.is_complete():
+            if not overwrite:
+                raise OutputError(
+                    f"run {self.url} already finished (it has {SUMMARY}): pick another --run-id or pass --overwrite"
+                )
+            log.warning("replacing the finished run %s (--overwrite)", self.url)
+            self.store.delete_prefix("")
+            self._clear_staging()
+            return False
+        if self.store.read_bytes(CONFIG) is None:
+            self._clear_staging()
+            return False
+        if self.store.local_root() is None:
+            self._clear_staging()
+            for name in (CHECKPOINTS, TENSORBOARD):
+                self.store.download_tree(name, self.path(name))
+            for name in (CONFIG, METRICS):
+                data = self.store.read_bytes(name)
+                if data is not None:
+                    self.path(name).write_bytes(data)
+        return True
+
+    def _clear_staging(self) -> None:
+        if self.store.local_root() is None and self.staging.exists():
+            shutil.rmtree(self.staging)
+        self.staging.mkdir(parents=True, exist_ok=True)
+
+    def write_json(self, name: str, payload: dict[str, Any]) -> None:
+        self.path(name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        self.publish_file(name)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path(METRICS)
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def keep_metrics_through(self, completed_epochs: int, completed_steps: int = 0) -> list[dict[str, Any]]:
+        """Drop records past the resume point, so a resumed run has no duplicate or missing epochs."""
+
+        def keep(record: dict[str, Any]) -> bool:
+            if record["epoch"] <= completed_epochs:
+                return True
+            return (
+                record["kind"] == "step"
+                and record["epoch"] == completed_epochs + 1
+                and record["step"] <= completed_steps
+            )
+
+        kept = [record for record in self.read_metrics() if keep(record)]
+        self._write_metrics(kept)
+        return kept
+
+    def append_metrics(self, records: list[dict[str, Any]]) -> None:
+        """Append locally, then publish the whole file so a person can follow a running job."""
+        with self.path(METRICS).open("a") as file:
+            file.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
+        self.store.upload_file(METRICS, self.path(METRICS))
+
+    def _write_metrics(self, records: list[dict[str, Any]]) -> None:
+        self.path(METRICS).write_text("".join(json.dumps(record, sort_keys=True) + "\n" for record in records))
+        self.publish_file(METRICS)
+
+    def sync_tree(self, name: str) -> None:
+        if self.path(name).is_dir():
+            self.store.upload_tree(name, self.path(name))
+
+    def publish_file(self, name: str) -> None:
+        if self.path(name).is_dir():
+            self.store.upload_tree(name, self.path(name))
+        else:
+            self.store.upload_file(name, self.path(name))
+
+    def publish_summary(self, summary: dict[str, Any]) -> None:
+        """The last write of a run: create-only, so it marks the run complete exactly once."""
+        data = (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
+        self.store.write_bytes(SUMMARY, data, create_only=True)
+
+    def cleanup_staging(self) -> None:
+        """After a successful publish to a remote store the local copy is no longer needed."""
+        if self.store.local_root() is None and self.staging.exists():
+            shutil.rmtree(self.staging, ignore_errors=True)

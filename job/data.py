@@ -1,0 +1,197 @@
+"""CIFAR-10 as numpy arrays, from the official pickles, an .npz, gs:// or the Keras download.
+
+The official `cifar-10-python.tar.gz` holds `cifar-10-batches-py/{data_batch_1..5,test_batch}`: Python-2
+pickles with b"data" (N×3072 uint8, 1024 red then 1024 green then 1024 blue values per row) and b"labels".
+These are read directly, so a given source never touches the network. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from job.errors import DataError
+from job.storage import is_gcs
+
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+NUM_CLASSES = len(CLASS_NAMES)
+TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
+TEST_BATCH = "test_batch"
+FOLDER_NAME = "cifar-10-batches-py"
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@dataclass(frozen=True)
+class Cifar10:
+    """Images N×S×S×3 uint8 and labels N×1 uint8, in the layout `keras.datasets.cifar10.load_data()` returns."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+def load(source: str | None, cache_dir: Path | None = None) -> Cifar10:
+    """Load CIFAR-10 from a tarball, its extracted folder, an .npz, gs://, or (None) the Keras download."""
+    if source is None:
+        return load_keras_download()
+    if is_gcs(source):
+        from job.gcs import fetch_data
+
+        local = fetch_data(source, cache_dir or default_cache_dir())
+        return _validated(_load_local(local), source)
+    return _validated(_load_local(Path(source).expanduser()), source)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("JOB_CACHE_DIR", Path.home() / ".cache" / "cifar10-job"))
+
+
+def _load_local(path: Path) -> Cifar10:
+    if not path.exists():
+        raise DataError(f"data source {path} does not exist: pass cifar-10-python.tar.gz, its folder, or an .npz")
+    if path.is_dir():
+        return _load_folder(path)
+    if path.suffix == ".npz":
+        return _load_npz(path)
+    return _load_tarball(path)
+
+
+def _load_tarball(path: Path) -> Cifar10:
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}
+
+            def open_batch(name: str) -> IO[bytes]:
+                member = members.get(name)
+                stream = archive.extractfile(member) if member else None
+                if stream is None:
+                    raise DataError(f"{path} has no {name}: is it the official cifar-10-python.tar.gz?")
+                return stream
+
+            return _from_batches(open_batch, str(path))
+    except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path} is not a readable tar.gz ({error}): download cifar-10-python.tar.gz again") from None
+
+
+def _load_folder(path: Path) -> Cifar10:
+    folder = path / FOLDER_NAME if (path / FOLDER_NAME).is_dir() else path
+
+    def open_batch(name: str) -> IO[bytes]:
+        file = folder / name
+        if not file.is_file():
+            raise DataError(f"{folder} has no {name}: point --data at the extracted {FOLDER_NAME} folder")
+        return file.open("rb")
+
+    return _from_batches(open_batch, str(folder))
+
+
+def _from_batches(open_batch: Any, origin: str) -> Cifar10:
+    train = [_read_batch(open_batch(name), f"{origin}:{name}") for name in TRAIN_BATCHES]
+    x_test, y_test = _read_batch(open_batch(TEST_BATCH), f"{origin}:{TEST_BATCH}")
+    x_train = np.concatenate([images for images, _ in train])
+    y_train = np.concatenate([labels for _, labels in train])
+    return Cifar10(x_train, y_train, x_test, y_test, origin)
+
+
+def _read_batch(stream: IO[bytes], origin: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled batch → (N×32×32×3 uint8 images, N×1 uint8 labels)."""
+    with stream:
+        try:
+            batch = pickle.load(stream, encoding="bytes")
+        except Exception as error:  # Truncated or foreign files raise many different errors.
+            raise DataError(f"{origin} is not a CIFAR-10 pickle ({type(error).__name__}: {error})") from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise DataError(f"{origin} lacks the b'data' and b'labels' keys of a CIFAR-10 batch (found {keys})")
+    data = np.asarray(batch[b"data"])
+    labels = np.asarray(batch[b"labels"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise DataError(f"{origin} holds data {data.dtype}{data.shape} and {len(labels)} labels, not N×3072 uint8")
+    # Rows are channel-major (RRR…GGG…BBB…); Keras' loader transposes to N×32×32×3 the same way.
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels.astype(np.int64).reshape(-1, 1)
+
+
+def _load_npz(path: Path) -> Cifar10:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in NPZ_KEYS if key not in archive.files]
+            if missing:
+                raise DataError(f"{path} lacks {', '.join(missing)}: an .npz needs x_train, y_train, x_test, y_test")
+            arrays = {key: archive[key] for key in NPZ_KEYS}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise DataError(f"{path} is not a readable .npz ({error})") from None
+    labels = {key: np.asarray(arrays[key]).reshape(-1, 1) for key in ("y_train", "y_test")}
+    return Cifar10(arrays["x_train"], labels["y_train"], arrays["x_test"], labels["y_test"], str(path))
+
+
+def load_keras_download() -> Cifar10:
+    """The chapter's `tf.keras.datasets.cifar10.load_data()` (downloads once into $KERAS_HOME)."""
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as error:  # No network, a proxy, a bad cache: all end here.
+        raise DataError(
+            f"could not download CIFAR-10 through Keras ({type(error).__name__}: {error}): "
+            "pass --data with a local cifar-10-python.tar.gz or gs:// copy"
+        ) from None
+    return _validated(Cifar10(x_train, y_train, x_test, y_test, "keras.datasets.cifar10"), "keras.datasets.cifar10")
+
+
+def _validated(data: Cifar10, origin: str) -> Cifar10:
+    """Check shapes, dtypes and label range; convert labels to int64 N×1."""
+    for name, images, labels in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
+            raise DataError(f"{origin}: x_{name} has shape {images.shape}, expected N×S×S×3 square RGB images")
+        if images.dtype != np.uint8:
+            raise DataError(f"{origin}: x_{name} is {images.dtype}, expected uint8 pixels 0-255")
+        if len(labels) != len(images):
+            raise DataError(f"{origin}: {len(images)} {name} images but {len(labels)} labels")
+        if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+            raise DataError(f"{origin}: y_{name} has labels outside 0-{NUM_CLASSES - 1}")
+    if data.x_train.shape[1:] != data.x_test.shape[1:]:
+        raise DataError(f"{origin}: train images {data.x_train.shape[1:]} and test {data.x_test.shape[1:]} differ")
+    return Cifar10(
+        data.x_train,
+        data.y_train.astype(np.int64).reshape(-1, 1),
+        data.x_test,
+        data.y_test.astype(np.int64).reshape(-1, 1),
+        origin,
+    )
+
+
+def label_counts(labels: np.ndarray) -> dict[str, int]:
+    """The chapter's `np.unique(y, return_counts=True)`, keyed by class name."""
+    values, counts = np.unique(labels, return_counts=True)
+    found = dict(zip(values.tolist(), counts.tolist(), strict=True))
+    return {name: int(found.get(index, 0)) for index, name in enumerate(CLASS_NAMES)}
+
+
+def write_tarball(data: Cifar10, path: Path) -> None:
+    """Write arrays in the official tarball layout (used by tests and tools to make small datasets)."""
+    with tarfile.open(path, "w:gz") as archive:
+        batches = np.array_split(np.arange(len(data.x_train)), len(TRAIN_BATCHES))
+        parts = [
+            (name, data.x_train[rows], data.y_train[rows]) for name, rows in zip(TRAIN_BATCHES, batches, strict=True)
+        ]
+        for name, images, labels in [*parts, (TEST_BATCH, data.x_test, data.y_test)]:
+            rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+            payload = pickle.dumps({b"data": rows, b"labels": labels.reshape(-1).tolist()}, protocol=2)
+            info = tarfile.TarInfo(f"{FOLDER_NAME}/{name}")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))

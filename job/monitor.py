@@ -1,0 +1,123 @@
+"""What both training loops report to: step and epoch records, checkpoints, NaN checks, stop requests.
+
+The loops differ only in how they compute a step; everything a run leaves behind goes through here, so
+`fit` and the GradientTape loop write identical metrics.jsonl, checkpoints and TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import tensorflow as tf
+
+from job.artifacts import CHECKPOINTS, TENSORBOARD, RunWriter
+from job.checkpoints import Checkpointer
+from job.errors import DivergedError
+from job.progress import Reporter
+
+LOG_EVERY_STEPS = 100  # The chapter records the loss every 100 steps.
+
+
+class Monitor:
+    def __init__(
+        self,
+        writer: RunWriter,
+        reporter: Reporter,
+        checkpointer: Checkpointer,
+        epochs: int,
+        steps_per_epoch: int,
+        batch_size: int,
+        checkpoint_every_steps: int = 0,
+    ) -> None:
+        self.writer = writer
+        self.reporter = reporter
+        self.checkpointer = checkpointer
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.batch_size = batch_size
+        self.checkpoint_every_steps = checkpoint_every_steps
+        self.stop_requested = False
+        self.epoch_records: list[dict[str, Any]] = [r for r in writer.read_metrics() if r["kind"] == "epoch"]
+        self.tensorboard = tf.summary.create_file_writer(str(writer.path(TENSORBOARD)))
+        self._epoch_started = self._train_ended = time.monotonic()
+        self._first_step = 0
+
+    def epoch_begin(self, epoch: int, first_step: int = 0) -> None:
+        """`epoch` is 0-based here and 1-based in every record and log line."""
+        self._epoch_started = time.monotonic()
+        self._first_step = first_step
+
+    def step_end(
+        self, epoch: int, step: int, loss: float | tf.Tensor, batch_loss: float | tf.Tensor | None = None
+    ) -> None:
+        """`step` counts completed steps in this epoch (1-based)."""
+        if step % LOG_EVERY_STEPS == 0:
+            record: dict[str, Any] = {
+                "kind": "step",
+                "epoch": epoch + 1,
+                "step": step,
+                "samples_seen": step * self.batch_size,
+                "loss": float(loss),
+            }
+            if batch_loss is not None:
+                record["batch_loss"] = float(batch_loss)
+            self._check_finite(record, epoch, step)
+            elapsed = time.monotonic() - self._epoch_started
+            record["images_per_second"] = (step - self._first_step) * self.batch_size / max(elapsed, 1e-9)
+            self.writer.append_metrics([record])
+            self._log(record)
+        if step == self.steps_per_epoch:
+            self._train_ended = time.monotonic()
+        if self.checkpoint_every_steps and step % self.checkpoint_every_steps == 0 and step < self.steps_per_epoch:
+            self.checkpointer.save(epoch, step)
+            self.writer.sync_tree(CHECKPOINTS)
+
+    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        """Record a completed epoch, then checkpoint it.
+
+        In this order a kill between the two leaves a record past the checkpoint, which the resume trims
+        and retrains; the other order would leave an epoch with no record.
+        """
+        train_seconds = max(self._train_ended - self._epoch_started, 1e-9)
+        record: dict[str, Any] = {
+            "kind": "epoch",
+            "epoch": epoch + 1,
+            **{key: float(value) for key, value in metrics.items()},
+            "seconds": time.monotonic() - self._epoch_started,
+            "train_seconds": train_seconds,
+            "images_per_second": (self.steps_per_epoch - self._first_step) * self.batch_size / train_seconds,
+        }
+        self._check_finite(record, epoch, self.steps_per_epoch)
+        self.writer.append_metrics([record])
+        self.checkpointer.save(epoch + 1, 0)
+        self.writer.sync_tree(CHECKPOINTS)
+        self.writer.sync_tree(TENSORBOARD)
+        self.epoch_records.append(record)
+        self._log(record)
+        return record
+
+    def _check_finite(self, record: dict[str, Any], epoch: int, step: int) -> None:
+        if not all(math.isfinite(value) for key, value in record.items() if "loss" in key):
+            raise DivergedError(
+                f"training diverged at epoch {epoch + 1} step {step}: loss is {record['loss']}; "
+                "lower --learning-rate or use --precision float32"
+            )
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with self.tensorboard.as_default():
+            global_step = (record["epoch"] - 1) * self.steps_per_epoch + record.get("step", self.steps_per_epoch)
+            for key in ("loss", "batch_loss", "accuracy", "val_loss", "val_accuracy", "images_per_second"):
+                if key in record:
+                    tf.summary.scalar(f"{record['kind']}/{key}", record[key], step=global_step)
+        self.tensorboard.flush()
+        self.reporter.record(record, self.epochs, self.steps_per_epoch, self._eta(record))
+
+    def _eta(self, record: dict[str, Any]) -> float | None:
+        speed = record.get("images_per_second")
+        if not speed:
+            return None
+        done = (record["epoch"] - 1) * self.steps_per_epoch + record.get("step", self.steps_per_epoch)
+        remaining_steps = self.epochs * self.steps_per_epoch - done
+        return float(remaining_steps * self.batch_size / speed)

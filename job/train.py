@@ -1,0 +1,284 @@
+"""`train.run(config)`: data → model → loop → run folder. The only module that drives TensorFlow end to end.
+
+A run can be interrupted (SIGTERM from a node drain, kill -9, a failed upload) and re-run with the same
+--run-id: it restores the newest checkpoint, trims metrics.jsonl to it and carries on, and publishes the
+model and `summary.json` once, at the very end.
+"""
+
+from __future__ import annotations
+
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from job import data as data_module
+from job import devices as devices_module
+from job.artifacts import CHECKPOINTS, CONFIG, KERAS_MODEL, SAVED_MODEL, TENSORBOARD, RunWriter
+from job.checkpoints import Checkpointer
+from job.config import Loop, TrainConfig
+from job.errors import Interrupted, OutputError, UsageError
+from job.loops import custom_loop, evaluate, fit_loop
+from job.models import build_model
+from job.monitor import Monitor
+from job.pipeline import make_splits
+from job.progress import Reporter
+from job.storage import open_store
+
+# Settings that must match for a rerun to continue an unfinished run (epochs may grow; paths may move).
+RESUME_KEYS = ("api", "loop", "batch_size", "learning_rate", "momentum", "seed", "validation_size", "precision")
+
+
+def run(config: TrainConfig) -> dict[str, Any]:
+    started = time.monotonic()
+    reporter = Reporter(config.log_format.value)
+    writer = RunWriter(open_store(config.output), config.run_id)
+    resuming = writer.prepare(config.overwrite)
+    dataset = data_module.load(config.data)
+    devices = devices_module.detect()
+    reporter.event("devices", seen="; ".join(devices.describe()))
+    if config.require_gpu:
+        devices_module.require_gpu(devices)
+    precision = devices_module.resolve_precision(config.precision, devices)
+    jit_compile = devices_module.resolve_xla(config.xla, devices)
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(config.seed)
+
+    splits = make_splits(dataset, config.batch_size, config.validation_size)
+    model = build_model(config.api.value, dataset.image_size)
+    optimizer = make_optimizer(config, precision)
+    optimizer.build(model.trainable_variables)
+    train_metrics = {"train_loss": keras.metrics.Mean(), "train_accuracy": keras.metrics.SparseCategoricalAccuracy()}
+    checkpointer = Checkpointer(writer.path(CHECKPOINTS), model, optimizer, train_metrics)
+    first_epoch, first_step = checkpointer.restore() if resuming else (0, 0)
+
+    settings = {**config.to_json(), "precision": precision, "precision_requested": config.precision.value}
+    record = describe_run(settings, jit_compile, devices, dataset, splits.steps_per_epoch, model)
+    if resuming:
+        record = resumed_record(writer, record, first_epoch, first_step)
+    writer.keep_metrics_through(first_epoch, first_step)
+    writer.write_json(CONFIG, record)
+    reporter.event(
+        "resuming" if first_epoch or first_step else "training",
+        run=writer.url,
+        api=config.api.value,
+        loop=config.loop.value,
+        from_epoch=first_epoch + 1,
+        precision=precision,
+        xla=jit_compile,
+    )
+
+    monitor = Monitor(
+        writer,
+        reporter,
+        checkpointer,
+        config.epochs,
+        splits.steps_per_epoch,
+        config.batch_size,
+        config.checkpoint_every_steps if config.loop == Loop.custom else 0,
+    )
+    with stop_on_signals(monitor):
+        if first_epoch < config.epochs:
+            train_model(config, model, optimizer, splits, monitor, train_metrics, first_epoch, first_step, jit_compile)
+    if monitor.stop_requested:
+        writer.sync_tree(CHECKPOINTS)
+        raise Interrupted(
+            f"stopped by a signal; training state saved in {writer.url}/{CHECKPOINTS}: "
+            f"rerun the same command with --run-id {config.run_id} to resume"
+        )
+
+    test = evaluate(model, splits.test)
+    return publish(writer, reporter, config, model, monitor, test, started)
+
+
+def make_optimizer(config: TrainConfig, precision: str) -> keras.optimizers.Optimizer:
+    optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=config.momentum)
+    if precision == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)  # float16 gradients underflow without it.
+    return optimizer
+
+
+def train_model(
+    config: TrainConfig,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    splits: Any,
+    monitor: Monitor,
+    train_metrics: dict[str, keras.metrics.Metric],
+    first_epoch: int,
+    first_step: int,
+    jit_compile: bool,
+) -> None:
+    if config.loop == Loop.fit:
+        fit_loop(
+            model,
+            optimizer,
+            splits,
+            monitor,
+            seed=config.seed,
+            epochs=config.epochs,
+            first_epoch=first_epoch,
+            jit_compile=jit_compile,
+        )
+    else:
+        custom_loop(
+            model,
+            optimizer,
+            splits,
+            monitor,
+            train_metrics,
+            seed=config.seed,
+            epochs=config.epochs,
+            first_epoch=first_epoch,
+            first_step=first_step,
+            jit_compile=jit_compile,
+        )
+
+
+@contextmanager
+def stop_on_signals(monitor: Monitor) -> Iterator[None]:
+    """SIGTERM (pod eviction, preemption) and Ctrl-C ask the loop to stop at the next step boundary."""
+
+    def request_stop(signum: int, frame: object) -> None:
+        monitor.stop_requested = True
+        print(f"received {signal.Signals(signum).name}: saving state and stopping", file=sys.stderr, flush=True)
+
+    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def describe_run(
+    settings: dict[str, Any],
+    jit_compile: bool,
+    devices: devices_module.Devices,
+    dataset: data_module.Cifar10,
+    steps_per_epoch: int,
+    model: keras.Model,
+) -> dict[str, Any]:
+    """config.json: every resolved setting and where the run happened."""
+    train_counts = data_module.label_counts(dataset.y_train)
+    test_counts = data_module.label_counts(dataset.y_test)
+    return {
+        **settings,
+        "xla": jit_compile,
+        "parameters": int(model.count_params()),
+        "steps_per_epoch": steps_per_epoch,
+        "data": {
+            "source": dataset.source,
+            "image_size": dataset.image_size,
+            "train_size": len(dataset.x_train),
+            "validation_size": settings["validation_size"],
+            "test_size": len(dataset.x_test) - settings["validation_size"],
+            "class_names": list(data_module.CLASS_NAMES),
+            "train_label_counts": train_counts,
+            "test_label_counts": test_counts,
+            "train_balanced": len(set(train_counts.values())) == 1,
+            "test_balanced": len(set(test_counts.values())) == 1,
+        },
+        "devices": devices.describe(),
+        "versions": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+        },
+        "host": socket.gethostname(),
+        "git_commit": git_commit(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "attempts": 1,
+    }
+
+
+def resumed_record(writer: RunWriter, record: dict[str, Any], first_epoch: int, first_step: int) -> dict[str, Any]:
+    """Refuse to continue a run with different settings; keep its first start time and count attempts."""
+    previous = writer.read_json(CONFIG) or {}
+    changed = [key for key in RESUME_KEYS if key in previous and previous[key] != record[key]]
+    if changed:
+        differences = ", ".join(f"{key} {previous[key]!r} → {record[key]!r}" for key in changed)
+        raise UsageError(
+            f"run {writer.url} was started with other settings ({differences}): "
+            "rerun with the original flags to resume it, or pick a new --run-id"
+        )
+    resumed = {"epoch": first_epoch + 1, "step": first_step, "at": record["started_at"]}
+    return {
+        **record,
+        "started_at": previous.get("started_at", record["started_at"]),
+        "attempts": int(previous.get("attempts", 1)) + 1,
+        "resumed": [*previous.get("resumed", []), resumed],
+    }
+
+
+def git_commit() -> str | None:
+    """The source commit: $GIT_COMMIT (set at image build) or the checkout's HEAD."""
+    import os
+
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def publish(
+    writer: RunWriter,
+    reporter: Reporter,
+    config: TrainConfig,
+    model: keras.Model,
+    monitor: Monitor,
+    test: dict[str, float],
+    started: float,
+) -> dict[str, Any]:
+    """Export the model, upload it, then write summary.json last; on failure the local copy stays."""
+    image_size = int(model.inputs[0].shape[1]) if model.inputs else int(getattr(model, "input_dim", 32))
+    signature = [tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="image")]
+    model.export(str(writer.path(SAVED_MODEL)), format="tf_saved_model", input_signature=signature, verbose=False)
+    model.save(writer.path(KERAS_MODEL))
+    epochs = monitor.epoch_records
+    steady = epochs[1:] or epochs  # The first epoch includes tracing and warm-up.
+    summary = {
+        "run_id": config.run_id,
+        "api": config.api.value,
+        "loop": config.loop.value,
+        "epochs": len(epochs),
+        "parameters": int(model.count_params()),
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "val_accuracy": epochs[-1]["val_accuracy"] if epochs else None,
+        "train_images_per_second": sum(r["images_per_second"] for r in steady) / max(len(steady), 1),
+        "training_seconds": sum(r["seconds"] for r in epochs),
+        "wall_seconds": time.monotonic() - started,
+        "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    try:
+        for name in (TENSORBOARD, SAVED_MODEL, KERAS_MODEL):
+            writer.publish_file(name)
+        writer.publish_summary(summary)
+    except OutputError as error:
+        raise OutputError(f"{error} (the finished run is kept locally in {writer.staging})") from None
+    writer.cleanup_staging()
+    reporter.event("finished", run=writer.url, test_accuracy=f"{test['accuracy']:.4f}", test_loss=f"{test['loss']:.4f}")
+    return summary
