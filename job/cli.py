@@ -120,10 +120,13 @@ def train(
             checkpoint_every_steps=checkpoint_every_steps,
         )
     )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TensorFlow's C++ start-up chatter out of the logs.
-    from job.train import run  # TensorFlow is imported from here on, never for --help or bad flags.
+    from job.preflight import preflight
 
-    run(config)
+    prepared = preflight(config)  # Output, existing run, data and splits: all checked before TensorFlow loads.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Quiets TensorFlow's Python-side logging.
+    from job.train import run  # TensorFlow is imported from here on, never for --help or bad input.
+
+    run(config, prepared)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from enum import Enum, StrEnum
 from pathlib import Path
 
 from job.errors import DataError, UsageError
-from job.storage import is_gcs, parse_gcs_url
+from job.storage import check_output_location, is_gcs, parse_gcs_url
 
 
 class Api(StrEnum):
@@ -110,8 +110,7 @@ def validate(config: TrainConfig) -> TrainConfig:
             f"--run-id {config.run_id!r} is not a valid run id: use letters, digits, '.', '_' and '-' "
             "(no '/', no '..', at most 100 characters)"
         )
-    if is_gcs(config.output):
-        parse_gcs_url(config.output)
+    check_output_location(config.output)
     if config.data is not None:
         check_data_location(config.data)
     run_id = config.run_id or default_run_id(config.api, config.loop)

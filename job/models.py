@@ -43,12 +43,19 @@ class ConvNet(keras.Model):
         super().__init__(**kwargs)
         self.input_dim = input_dim
         self.num_classes = num_classes
-        self.rescale = layers.Rescaling(1.0 / 255, name="rescale")
-        self.conv1 = layers.Conv2D(32, (3, 3), activation="relu", kernel_initializer="glorot_uniform", padding="same")
-        self.pool = layers.MaxPooling2D((2, 2))
-        self.conv2 = layers.Conv2D(64, (3, 3), activation="relu", kernel_initializer="glorot_uniform", padding="same")
-        self.flatten = layers.Flatten()
-        self.dense = layers.Dense(256, activation="relu", kernel_initializer="glorot_uniform")
+        # Sub-layers follow the model's own dtype policy (saved in its config), so a reloaded model.keras
+        # computes in the precision it was trained in, whatever the global policy is at load time.
+        policy = self.dtype_policy
+        self.rescale = layers.Rescaling(1.0 / 255, name="rescale", dtype=policy)
+        self.conv1 = layers.Conv2D(
+            32, (3, 3), activation="relu", kernel_initializer="glorot_uniform", padding="same", dtype=policy
+        )
+        self.pool = layers.MaxPooling2D((2, 2), dtype=policy)
+        self.conv2 = layers.Conv2D(
+            64, (3, 3), activation="relu", kernel_initializer="glorot_uniform", padding="same", dtype=policy
+        )
+        self.flatten = layers.Flatten(dtype=policy)
+        self.dense = layers.Dense(256, activation="relu", kernel_initializer="glorot_uniform", dtype=policy)
         self.classifier = layers.Dense(num_classes, activation="softmax", name=OUTPUT_LAYER, dtype="float32")
 
     def call(self, inputs, training=None):  # type: ignore[no-untyped-def]  # Keras' own signature.

@@ -15,7 +15,6 @@ import numpy as np
 import tensorflow as tf
 
 from job.data import Cifar10
-from job.errors import UsageError
 
 EVAL_BATCH_SIZE = 500  # The chapter batches validation and test by 500.
 
@@ -37,13 +36,7 @@ class Splits:
 
 
 def make_splits(data: Cifar10, batch_size: int, validation_size: int) -> Splits:
-    """Check the split sizes against the data (exit 2 on a mismatch) and build the evaluation pipelines."""
-    if batch_size > len(data.x_train):
-        raise UsageError(f"--batch-size {batch_size} is larger than the {len(data.x_train)} training images")
-    if validation_size >= len(data.x_test):
-        raise UsageError(
-            f"--validation-size {validation_size} leaves no test images (the data has {len(data.x_test)}): lower it"
-        )
+    """Validation = test[:N], test = test[N:] (sizes checked by job.preflight), and the training tensors."""
     x_val, y_val = data.x_test[:validation_size], data.y_test[:validation_size]
     x_test, y_test = data.x_test[validation_size:], data.y_test[validation_size:]
     return Splits(

@@ -52,15 +52,22 @@ def parse_gcs_url(url: str) -> tuple[str, str]:
     return match["bucket"], (match["prefix"] or "").strip("/")
 
 
+def check_output_location(location: str) -> None:
+    """Reject what can never be an output: a malformed gs:// URL or another scheme (exit 2)."""
+    if is_gcs(location):
+        parse_gcs_url(location)
+    elif "://" in location:
+        raise UsageError(f"unsupported output {location!r}: use a local folder or gs://BUCKET/PREFIX")
+
+
 def open_store(location: str) -> Store:
     """A store for a local folder or a gs:// URL (google-cloud-storage is imported only then)."""
+    check_output_location(location)
     if is_gcs(location):
         from job.gcs import GcsStore
 
         bucket, prefix = parse_gcs_url(location)
         return GcsStore(bucket, prefix)
-    if "://" in location:
-        raise UsageError(f"unsupported output {location!r}: use a local folder or gs://BUCKET/PREFIX")
     return LocalStore(Path(location))
 
 

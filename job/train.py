@@ -33,19 +33,18 @@ from job.loops import custom_loop, evaluate, fit_loop
 from job.models import build_model
 from job.monitor import Monitor
 from job.pipeline import make_splits
+from job.preflight import Prepared
 from job.progress import Reporter
-from job.storage import open_store
 
 # Settings that must match for a rerun to continue an unfinished run (epochs may grow; paths may move).
 RESUME_KEYS = ("api", "loop", "batch_size", "learning_rate", "momentum", "seed", "validation_size", "precision")
 
 
-def run(config: TrainConfig) -> dict[str, Any]:
+def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
+    """Train, evaluate and publish one run; `prepared` holds what job.preflight checked without TensorFlow."""
     started = time.monotonic()
     reporter = Reporter(config.log_format.value)
-    writer = RunWriter(open_store(config.output), config.run_id)
-    resuming = writer.prepare(config.overwrite)
-    dataset = data_module.load(config.data)
+    writer, resuming, dataset = prepared.writer, prepared.resuming, prepared.dataset
     devices = devices_module.detect()
     reporter.event("devices", seen="; ".join(devices.describe()))
     if config.require_gpu:
@@ -99,7 +98,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
         )
 
     test = evaluate(model, splits.test)
-    return publish(writer, reporter, config, model, monitor, test, started)
+    return publish(writer, reporter, config, model, dataset.image_size, monitor, test, started)
 
 
 def make_optimizer(config: TrainConfig, precision: str) -> keras.optimizers.Optimizer:
@@ -248,12 +247,12 @@ def publish(
     reporter: Reporter,
     config: TrainConfig,
     model: keras.Model,
+    image_size: int,
     monitor: Monitor,
     test: dict[str, float],
     started: float,
 ) -> dict[str, Any]:
     """Export the model, upload it, then write summary.json last; on failure the local copy stays."""
-    image_size = int(model.inputs[0].shape[1]) if model.inputs else int(getattr(model, "input_dim", 32))
     signature = [tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="image")]
     model.export(str(writer.path(SAVED_MODEL)), format="tf_saved_model", input_signature=signature, verbose=False)
     model.save(writer.path(KERAS_MODEL))

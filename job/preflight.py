@@ -1,0 +1,42 @@
+"""Everything checked before TensorFlow loads: the output location, an existing run, the data and the splits.
+
+Bad input found here costs a fraction of a second and prints one line, instead of appearing after
+TensorFlow's start-up logs (or, worse, after a GPU node was scheduled for it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from job import data
+from job.artifacts import RunWriter
+from job.config import TrainConfig
+from job.errors import UsageError
+from job.storage import open_store
+
+
+@dataclass(frozen=True)
+class Prepared:
+    writer: RunWriter
+    resuming: bool
+    dataset: data.Cifar10
+
+
+def preflight(config: TrainConfig) -> Prepared:
+    writer = RunWriter(open_store(config.output), config.run_id)
+    resuming = writer.prepare(config.overwrite)
+    dataset = data.load(config.data)
+    check_splits(dataset, config.batch_size, config.validation_size)
+    return Prepared(writer, resuming, dataset)
+
+
+def check_splits(dataset: data.Cifar10, batch_size: int, validation_size: int) -> None:
+    """The chapter's splits need a full training batch and at least one test image after validation."""
+    if batch_size > len(dataset.x_train):
+        raise UsageError(
+            f"--batch-size {batch_size} is larger than the {len(dataset.x_train)} training images: lower it"
+        )
+    if validation_size >= len(dataset.x_test):
+        raise UsageError(
+            f"--validation-size {validation_size} leaves no test images (the data has {len(dataset.x_test)}): lower it"
+        )

@@ -1,0 +1,54 @@
+"""Shared fixtures: small generated CIFAR-10-format data, a CLI runner, and real servers (fake-gcs-server, kmock).
+
+Tests drive `python -m job` in a subprocess, as a user or a pod would: real exit codes, real stderr,
+a fresh TensorFlow each time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from job.data import Cifar10, write_tarball
+from tests.helpers import make_cifar_like
+
+pytest_plugins = ["tests.gcs_fixtures"]
+
+ROOT = Path(__file__).resolve().parents[1]
+RunJob = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> Cifar10:
+    return make_cifar_like(train_size=500, test_size=300)
+
+
+@pytest.fixture(scope="session")
+def tiny_tarball(tmp_path_factory: pytest.TempPathFactory, tiny_data: Cifar10) -> Path:
+    """500 training and 300 test images in the official cifar-10-python.tar.gz layout."""
+    path = tmp_path_factory.mktemp("data") / "cifar-10-python.tar.gz"
+    write_tarball(tiny_data, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_job() -> RunJob:
+    """Run `python -m job ARGS...` in a subprocess; returns the completed process (never raises on exit codes)."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "job", *args],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+            cwd=ROOT,
+        )
+
+    return run

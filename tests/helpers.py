@@ -1,0 +1,40 @@
+"""Test helpers shared across modules: generated data and the flags of a tiny run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from job.data import Cifar10
+
+# A tiny, fast training run: 500 images in batches of 50 (10 steps per epoch), validation = test[:100].
+TINY_TRAIN = ("--epochs", "2", "--batch-size", "50", "--validation-size", "100")
+
+
+def make_cifar_like(train_size: int, test_size: int, seed: int = 0, noise: float = 30.0) -> Cifar10:
+    """Learnable 32×32 RGB images: each class has its own colour and stripe pattern, plus noise."""
+    rng = np.random.default_rng(seed)
+
+    def images_for(labels: np.ndarray) -> np.ndarray:
+        colours = np.array([[(c * 25) % 256, (c * 67) % 256, (c * 139) % 256] for c in range(10)], dtype=np.float32)
+        rows = np.arange(32, dtype=np.float32)[None, :, None, None]
+        stripes = 40 * np.sin(rows * (labels[:, None, None, None] + 1) / 3)
+        pixels = colours[labels][:, None, None, :] + stripes + rng.normal(0, noise, (len(labels), 32, 32, 3))
+        return np.clip(pixels, 0, 255).astype(np.uint8)
+
+    y_train = np.arange(train_size) % 10  # Balanced classes, like CIFAR-10.
+    y_test = np.arange(test_size) % 10
+    rng.shuffle(y_train)
+    rng.shuffle(y_test)
+    return Cifar10(images_for(y_train), y_train.reshape(-1, 1), images_for(y_test), y_test.reshape(-1, 1), "generated")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def epoch_records(run_dir: Path) -> list[dict[str, Any]]:
+    return [record for record in read_jsonl(run_dir / "metrics.jsonl") if record["kind"] == "epoch"]

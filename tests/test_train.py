@@ -1,0 +1,140 @@
+"""End to end through the CLI: all four api × loop variants train on generated data and leave a full run folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, RunJob
+from tests.helpers import TINY_TRAIN, epoch_records, read_jsonl
+
+VARIANTS = [("symbolic", "fit"), ("symbolic", "custom"), ("imperative", "fit"), ("imperative", "custom")]
+EPOCH_KEYS = {"kind", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "images_per_second"}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory: pytest.TempPathFactory, run_job: RunJob, tiny_tarball: Path) -> dict[str, Path]:
+    """Train each variant once (2 epochs, 500 images, seed 7); tests below read the run folders."""
+    output = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for api, loop in VARIANTS:
+        run_id = f"{api}-{loop}"
+        result = run_job(
+            "train", "--api", api, "--loop", loop, "--data", str(tiny_tarball), "--output", str(output),
+            "--run-id", run_id, "--seed", "7", *TINY_TRAIN,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        runs[run_id] = output / run_id
+    return runs
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return dict(json.loads(path.read_text()))
+
+
+@pytest.mark.parametrize(("api", "loop"), VARIANTS)
+def test_run_folder_has_the_full_layout(trained_runs: dict[str, Path], api: str, loop: str) -> None:
+    run = trained_runs[f"{api}-{loop}"]
+    for name in ("config.json", "metrics.jsonl", "summary.json", "model.keras", "model/saved_model.pb"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run / "checkpoints" / "checkpoint").is_file()
+
+    config = read_json(run / "config.json")
+    assert (config["api"], config["loop"], config["batch_size"], config["seed"]) == (api, loop, 50, 7)
+    assert config["versions"]["tensorflow"].startswith("2.21")
+    assert config["data"]["train_size"] == 500 and config["data"]["test_size"] == 200
+    assert config["data"]["train_label_counts"]["cat"] == 50 and config["data"]["train_balanced"] is True
+    assert config["steps_per_epoch"] == 10
+
+    epochs = epoch_records(run)
+    assert [record["epoch"] for record in epochs] == [1, 2]
+    assert all(set(record) >= EPOCH_KEYS for record in epochs)
+
+    summary = read_json(run / "summary.json")
+    assert summary["parameters"] == 1_070_794
+    assert summary["epochs"] == 2 and (summary["api"], summary["loop"]) == (api, loop)
+    assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["train_images_per_second"] > 0
+    assert summary["val_accuracy"] == epochs[-1]["val_accuracy"]
+
+
+def test_models_learn_the_generated_classes(trained_runs: dict[str, Path]) -> None:
+    for run in trained_runs.values():
+        assert read_json(run / "summary.json")["test_accuracy"] > 0.3, run.name  # Chance is 0.1.
+
+
+@pytest.mark.parametrize("api", ["symbolic", "imperative"])
+def test_fit_and_custom_loop_train_identically(trained_runs: dict[str, Path], api: str) -> None:
+    """Same seed, same batches, same optimizer: the two loops are the same computation."""
+    fit, custom = (epoch_records(trained_runs[f"{api}-{loop}"]) for loop in ("fit", "custom"))
+    for fit_epoch, custom_epoch in zip(fit, custom, strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert fit_epoch[key] == pytest.approx(custom_epoch[key], abs=0.02), key
+
+
+RELOAD_SCRIPT = """
+import sys, json, numpy as np, keras, tensorflow as tf
+import job.models  # Registers the ConvNet class for .keras loading.
+run = sys.argv[1]
+images = np.random.default_rng(3).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+trained = keras.saving.load_model(run + "/model.keras")
+served = tf.saved_model.load(run + "/model")
+serving = served.signatures["serving_default"]
+output = list(serving(image=tf.constant(images)).values())[0].numpy()
+spec = serving.structured_input_signature[1]["image"]
+print(json.dumps({"max_diff": float(np.abs(output - trained.predict(images, verbose=0)).max()),
+                  "shape": list(output.shape), "dtype": spec.dtype.name, "sums": output.sum(axis=1).tolist()}))
+"""
+
+
+@pytest.mark.parametrize("api", ["symbolic", "imperative"])
+def test_saved_model_reloads_in_a_fresh_process_with_the_same_predictions(
+    trained_runs: dict[str, Path], api: str
+) -> None:
+    run = trained_runs[f"{api}-custom"]
+    result = subprocess.run(
+        [sys.executable, "-c", RELOAD_SCRIPT, str(run)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["shape"] == [16, 10] and report["dtype"] == "uint8"
+    assert report["max_diff"] < 1e-5
+    assert report["sums"] == pytest.approx([1.0] * 16, abs=1e-4)
+
+
+def test_custom_loop_records_every_100_steps(run_job: RunJob, tiny_tarball: Path, tmp_path: Path) -> None:
+    """Batch 5 over 500 images is 100 steps per epoch: one step record per epoch, as the chapter logs."""
+    result = run_job(
+        "train", "--loop", "custom", "--data", str(tiny_tarball), "--output", str(tmp_path), "--run-id", "steps",
+        "--epochs", "1", "--batch-size", "5", "--validation-size", "100", "--learning-rate", "0.01",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    steps = [record for record in read_jsonl(tmp_path / "steps" / "metrics.jsonl") if record["kind"] == "step"]
+    assert [(record["epoch"], record["step"], record["samples_seen"]) for record in steps] == [(1, 100, 500)]
+    assert steps[0]["batch_loss"] > 0 and steps[0]["loss"] > 0
+    assert "epoch 1/1 step 100/100" in result.stdout
+
+
+def test_existing_finished_run_is_refused_then_overwritten(
+    trained_runs: dict[str, Path], run_job: RunJob, tiny_tarball: Path
+) -> None:
+    run = trained_runs["symbolic-fit"]
+    before = (run / "summary.json").read_bytes()
+    args = ("train", "--data", str(tiny_tarball), "--output", str(run.parent), "--run-id", run.name, *TINY_TRAIN)
+    refused = run_job(*args)
+    assert refused.returncode == 4
+    assert refused.stderr.strip() == (
+        f"error: run {run} already finished (it has summary.json): pick another --run-id or pass --overwrite"
+    )
+    assert (run / "summary.json").read_bytes() == before
+    replaced = run_job(*args, "--overwrite", "--epochs", "1")
+    assert replaced.returncode == 0, replaced.stderr
+    assert read_json(run / "summary.json")["epochs"] == 1
+    assert len(epoch_records(run)) == 1
