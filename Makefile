@@ -48,9 +48,74 @@ format: $(STAMP) ## Apply ruff's fixes and formatting.
 	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
 
 .PHONY: test
-test: lint ## Lint, then the whole test suite.
+test: lint .venv-checkov/bin/checkov ## Lint, then the whole test suite (checkov has its own venv, see below).
 	$(PY) -m pytest $(ARGS)
 
 .PHONY: clean
 clean: ## Remove caches (keeps .venv and runs/).
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+
+##@ Containers and Kubernetes
+# Empty IMAGE/BUCKET/NAMESPACE mean: use the values in k8s/base/kustomization.yaml (the one place to edit).
+IMAGE ?=
+BUCKET ?=
+NAMESPACE ?=
+RUN ?=
+FOLLOW ?=
+OVERLAY ?=
+ADC ?= $(HOME)/.config/gcloud/application_default_credentials.json
+LOCAL_IMAGE = $(or $(IMAGE),cifar10-job:dev)
+KUBE_FLAGS = $(if $(NAMESPACE),--namespace $(NAMESPACE))
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+is_gcs = $(filter gs://%,$(1))
+# docker-run: read-only root with a tmpfs scratch, the caller's uid (so a host folder stays writable),
+# a local OUTPUT/DATA mounted (DATA read-only), and Application Default Credentials mounted read-only if present.
+DOCKER_RUN_FLAGS = --rm --gpus all --read-only --tmpfs /scratch --user $$(id -u):$$(id -g) \
+	$(if $(call is_gcs,$(OUTPUT)),,-v $(abspath $(OUTPUT)):/output) \
+	$(if $(DATA),$(if $(call is_gcs,$(DATA)),,-v $(abspath $(DATA)):/data/$(notdir $(DATA)):ro)) \
+	$(if $(wildcard $(ADC)),-v $(ADC):/secrets/adc.json:ro -e GOOGLE_APPLICATION_CREDENTIALS=/secrets/adc.json)
+DOCKER_TRAIN_ARGS = train --api $(API) --loop $(LOOP) --epochs $(EPOCHS) --require-gpu \
+	--output $(if $(call is_gcs,$(OUTPUT)),$(OUTPUT),/output) \
+	$(if $(DATA),--data $(if $(call is_gcs,$(DATA)),$(DATA),/data/$(notdir $(DATA)))) $(ARGS)
+
+.PHONY: docker-build
+docker-build: ## Build the GPU image: make docker-build [IMAGE=REGISTRY/cifar10-job:TAG].
+	DOCKER_BUILDKIT=1 docker build --tag $(LOCAL_IMAGE) .
+
+.PHONY: docker-run
+docker-run: ## Train in the image on this machine's GPU: make docker-run API=symbolic [LOOP= EPOCHS= OUTPUT=dir|gs://... DATA=].
+	$(if $(call is_gcs,$(OUTPUT)),,mkdir -p $(OUTPUT))
+	docker run $(DOCKER_RUN_FLAGS) $(LOCAL_IMAGE) $(DOCKER_TRAIN_ARGS)
+
+.PHONY: push
+push: ## Push the image: make push IMAGE=REGISTRY/cifar10-job:TAG (after make docker-build IMAGE=...).
+	@test -n "$(IMAGE)" || { echo "error: set IMAGE=REGISTRY/cifar10-job:TAG" >&2; exit 2; }
+	docker push $(IMAGE)
+
+.PHONY: k8s-render
+k8s-render: $(STAMP) ## Print the manifests kubectl apply -k would apply: make k8s-render [OVERLAY=symbolic|imperative|custom-loop].
+	$(VENV)/bin/kubectl kustomize k8s/overlays/$(or $(OVERLAY),$(API))
+
+.PHONY: submit
+submit: $(STAMP) ## Run as a Kubernetes Job: make submit API=symbolic [LOOP= EPOCHS= IMAGE= BUCKET= NAMESPACE= FOLLOW=1].
+	$(PY) -m job submit --api $(API) --loop $(LOOP) --epochs $(EPOCHS) $(if $(OVERLAY),--overlay $(OVERLAY)) \
+		$(if $(IMAGE),--image $(IMAGE)) $(if $(BUCKET),--bucket $(BUCKET)) $(KUBE_FLAGS) $(if $(FOLLOW),--follow)
+
+.PHONY: status
+status: $(STAMP) ## Show the runs' Jobs: make status [RUN=run-id] [NAMESPACE=].
+	$(PY) -m job status $(RUN) $(KUBE_FLAGS)
+
+.PHONY: logs
+logs: $(STAMP) ## Print a run's pod logs: make logs RUN=run-id [FOLLOW=1] [NAMESPACE=].
+	$(PY) -m job logs $(RUN) $(KUBE_FLAGS) $(if $(FOLLOW),--follow)
+
+.PHONY: delete
+delete: $(STAMP) ## Delete a run's Job and pods (the run folder stays): make delete RUN=run-id [NAMESPACE=].
+	$(PY) -m job delete $(RUN) $(KUBE_FLAGS)
+
+# checkov in its own venv: its packaging pin conflicts with the runtime lock (`make test` builds it).
+$(CHECKOV): requirements/checkov.lock
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON_BOOTSTRAP) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/checkov.lock
+	touch $@

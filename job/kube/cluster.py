@@ -1,0 +1,200 @@
+"""Talk to the cluster with the official `kubernetes` client: create, read, follow and delete Jobs.
+
+Every API failure becomes one `job.errors` exception (one line, no traceback):
+    no kubeconfig / in-cluster config, namespace missing, 401/403  -> UsageError, exit 2 (fix the setup)
+    409 (a Job with this name exists)                              -> OutputError, exit 4 (like "run exists")
+    API server unreachable or any other API error                  -> JobError, exit 1
+`kubernetes` is imported inside functions so `python -m job --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from job.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_OUTPUT, EXIT_USAGE, JobError, OutputError, UsageError
+from job.kube.render import CONTAINER, JOB_NAME_LABEL, Manifest
+
+CONTRACT_CODES = {EXIT_USAGE, EXIT_DATA, EXIT_OUTPUT, EXIT_DIVERGED}  # Exit codes the Job fails on at once.
+
+
+class RunFailed(JobError):
+    """The Job failed; the exit code is the trainer's when the pod reported one of the contract's codes."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def connect() -> Any:
+    """An ApiClient from the in-cluster service account or the kubeconfig ($KUBECONFIG, ~/.kube/config)."""
+    from kubernetes import client, config
+
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+        else:
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or "~/.kube/config")
+    except (config.ConfigException, OSError) as error:
+        raise UsageError(
+            f"no Kubernetes credentials ({error}): set KUBECONFIG or run "
+            "`gcloud container clusters get-credentials CLUSTER`, or run inside a cluster"
+        ) from None
+    return client.ApiClient()
+
+
+def _status_message(error: Any) -> tuple[str, dict[str, Any]]:
+    """The API server's own message and details from an ApiException's Status body."""
+    try:
+        status = json.loads(error.body or "{}")
+    except ValueError:
+        status = {}
+    return status.get("message") or str(error.reason), status.get("details") or {}
+
+
+@contextmanager
+def api_errors(namespace: str, what: str) -> Iterator[None]:
+    """Map the client's exceptions for `what` in `namespace` to the exit-code contract."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except ApiException as error:
+        message, details = _status_message(error)
+        if error.status == 404 and details.get("kind") == "namespaces":
+            raise UsageError(
+                f"namespace {namespace!r} not found: create it (kubectl create namespace {namespace}) or pass --namespace"
+            ) from None
+        if error.status == 404:
+            raise UsageError(f"{what} not found in namespace {namespace!r}") from None
+        if error.status in (401, 403):
+            raise UsageError(
+                f"the cluster refused {what} ({error.status}): {message}; check your credentials and RBAC"
+            ) from None
+        if error.status == 409:
+            raise OutputError(
+                f"{what} already exists in namespace {namespace!r}: choose another --run-id or delete it"
+            ) from None
+        raise JobError(f"Kubernetes API error for {what} ({error.status}): {message}") from None
+    except HTTPError as error:
+        raise JobError(f"cannot reach the Kubernetes API server: {error}") from None
+
+
+def create_job(api: Any, job: Manifest) -> None:
+    from kubernetes import client
+
+    namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+    try:  # The client's own models check the body first, e.g. that every quantity is a string.
+        body = api.deserialize(json.dumps(job), "V1Job", "application/json")
+    except ValueError as error:
+        raise UsageError(f"the rendered Job is not a valid batch/v1 Job: {error}".replace("\n", " ")) from None
+    with api_errors(namespace, f"Job {name}"):
+        client.BatchV1Api(api).create_namespaced_job(namespace, body)
+
+
+def read_job(api: Any, namespace: str, name: str) -> Manifest:
+    """The Job as plain JSON (camelCase keys, as kubectl shows it)."""
+    from kubernetes import client
+
+    with api_errors(namespace, f"Job {name}"):
+        job = client.BatchV1Api(api).read_namespaced_job(name, namespace)
+    return dict(api.sanitize_for_serialization(job))
+
+
+def list_jobs(api: Any, namespace: str, selector: str) -> list[Manifest]:
+    from kubernetes import client
+
+    with api_errors(namespace, "listing Jobs"):
+        jobs = client.BatchV1Api(api).list_namespaced_job(namespace, label_selector=selector)
+    return [dict(api.sanitize_for_serialization(job)) for job in jobs.items]
+
+
+def list_pods(api: Any, namespace: str, name: str) -> list[Manifest]:
+    """The Job's pods, oldest first."""
+    from kubernetes import client
+
+    with api_errors(namespace, f"pods of Job {name}"):
+        pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={name}")
+    found = [dict(api.sanitize_for_serialization(pod)) for pod in pods.items]
+    return sorted(found, key=lambda pod: (pod["metadata"].get("creationTimestamp") or "", pod["metadata"]["name"]))
+
+
+def delete_job(api: Any, namespace: str, name: str) -> None:
+    """Delete the Job and, in the background, its pods (the run folder in the bucket stays)."""
+    from kubernetes import client
+
+    with api_errors(namespace, f"Job {name}"):
+        client.BatchV1Api(api).delete_namespaced_job(name, namespace, propagation_policy="Background")
+
+
+def stream_logs(api: Any, namespace: str, pod: str, follow: bool) -> None:
+    """Copy the train container's log to stdout, as it is written when following."""
+    from kubernetes import client
+
+    with api_errors(namespace, f"logs of pod {pod}"):
+        response: Any = client.CoreV1Api(api).read_namespaced_pod_log(
+            pod, namespace, container=CONTAINER, follow=follow, _preload_content=False
+        )
+        try:
+            for chunk in response.stream(4096):
+                sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                sys.stdout.flush()
+        finally:
+            response.release_conn()
+
+
+def job_outcome(job: Manifest) -> str | None:
+    """'Complete' or 'Failed' once the Job has finished, else None."""
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+            return str(condition["type"])
+    return None
+
+
+def failed_condition(job: Manifest) -> str:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Failed":
+            return f"{condition.get('reason', '')}: {condition.get('message', '')}".strip(": ")
+    return "failed"
+
+
+def train_exit_code(pod: Manifest) -> int | None:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated")
+        if status.get("name") == CONTAINER and terminated:
+            return int(terminated["exitCode"])
+    return None
+
+
+def raise_for_outcome(job: Manifest, pods: list[Manifest]) -> None:
+    """Nothing for Complete; RunFailed with the trainer's exit code (2-5) or 1 for Failed."""
+    if job_outcome(job) != "Failed":
+        return
+    codes = [code for code in (train_exit_code(pod) for pod in pods) if code is not None]
+    code = codes[-1] if codes and codes[-1] in CONTRACT_CODES else 1
+    detail = f", last exit code {codes[-1]}" if codes else ""
+    raise RunFailed(f"Job {job['metadata']['name']} failed ({failed_condition(job)}{detail})", code)
+
+
+def follow(api: Any, namespace: str, name: str, poll_seconds: float = 2.0) -> None:
+    """Stream each pod's log as it starts, until the Job is Complete (return) or Failed (raise)."""
+    shown: set[str] = set()
+    while True:
+        job = read_job(api, namespace, name)
+        pods = list_pods(api, namespace, name)
+        for pod in pods:
+            phase = (pod.get("status") or {}).get("phase")
+            if pod["metadata"]["name"] not in shown and phase in ("Running", "Succeeded", "Failed"):
+                shown.add(pod["metadata"]["name"])
+                print(f"--- pod {pod['metadata']['name']} ---", file=sys.stderr)
+                stream_logs(api, namespace, pod["metadata"]["name"], follow=True)
+        if job_outcome(job) is not None:
+            raise_for_outcome(job, list_pods(api, namespace, name))
+            return
+        time.sleep(poll_seconds)

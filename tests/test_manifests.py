@@ -1,0 +1,158 @@
+"""The kustomize manifests: rendered by the real `kubectl kustomize`, checked against the official
+Kubernetes JSON schemas (kubernetes-validate --strict) and loaded into the client's `V1Job` model.
+
+No cluster runs here: this shows the manifests are well-formed and say what we mean, not that a
+scheduler would place the pod or that the GPU node pool exists.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes.client import ApiClient
+
+from job.kube import render
+
+K8S = Path(__file__).resolve().parents[1] / "k8s"
+TARGETS = ["base", "overlays/symbolic", "overlays/imperative", "overlays/custom-loop"]
+OVERLAYS = {"symbolic": ("symbolic", "fit"), "imperative": ("imperative", "fit"), "custom-loop": ("symbolic", "custom")}
+SCHEMA_VERSIONS = ["1.31.0", kubernetes_validate.latest_version()]
+
+
+def rendered(target: str) -> list[dict[str, Any]]:
+    return render.render(K8S / target)
+
+
+def job_of(target: str) -> dict[str, Any]:
+    (job,) = render.find(rendered(target), "Job")
+    return job
+
+
+def container_of(job: dict[str, Any]) -> dict[str, Any]:
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_every_rendering_validates_strictly(tmp_path: Path, version: str) -> None:
+    files = []
+    for target in TARGETS:
+        path = tmp_path / f"{target.replace('/', '-')}.yaml"
+        path.write_text(yaml.safe_dump_all(rendered(target)))
+        files.append(str(path))
+    cli = Path(sys.executable).with_name("kubernetes-validate")
+    result = subprocess.run([str(cli), "--strict", "-k", version, *files], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    passed = f"against version {version.rsplit('.', 1)[0]}"
+    # Four resources per rendering: ServiceAccount, NetworkPolicy, ConfigMap, Job.
+    assert result.stdout.count(" passed for resource ") == result.stdout.count(passed) == 4 * len(TARGETS), (
+        result.stdout
+    )
+
+
+def test_strict_validation_catches_a_misspelled_field() -> None:
+    job = job_of("overlays/symbolic")
+    job["spec"]["podFailurePolicies"] = job["spec"].pop("podFailurePolicy")
+    with pytest.raises(kubernetes_validate.ValidationError, match="podFailurePolicies"):
+        kubernetes_validate.validate(job, "1.31.0", strict=True)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_job_loads_into_the_client_model(target: str) -> None:
+    model = ApiClient().deserialize(json.dumps(job_of(target)), "V1Job", "application/json")
+    assert model.spec.template.spec.restart_policy == "Never"
+    assert model.spec.template.spec.containers[0].name == render.CONTAINER
+
+
+def test_the_client_rejects_a_bare_integer_gpu_count() -> None:
+    job = job_of("overlays/symbolic")
+    container_of(job)["resources"]["limits"]["nvidia.com/gpu"] = 1
+    with pytest.raises(ValueError, match="valid string"):
+        ApiClient().deserialize(json.dumps(job), "V1Job", "application/json")
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_overlay_sets_style_loop_name_and_one_gpu(overlay: str) -> None:
+    job = job_of(f"overlays/{overlay}")
+    api, loop = OVERLAYS[overlay]
+    expected = {render.LABEL_API: api, render.LABEL_LOOP: loop, render.LABEL_RUN_ID: f"cifar10-{overlay}"}
+    assert job["metadata"]["name"] == f"cifar10-{overlay}"
+    assert expected.items() <= job["metadata"]["labels"].items()
+    assert expected.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    resources = container_of(job)["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "1"
+    pod = job["spec"]["template"]["spec"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"name": "JOB_REQUIRE_GPU", "value": "true"} in container_of(job)["env"]
+
+
+def test_pod_failure_policy_maps_the_exit_code_contract() -> None:
+    spec = job_of("overlays/symbolic")["spec"]
+    assert spec["podFailurePolicy"]["rules"] == [
+        {"action": "FailJob", "onExitCodes": {"containerName": "train", "operator": "In", "values": [2, 3, 4, 5]}},
+        {"action": "Ignore", "onExitCodes": {"containerName": "train", "operator": "In", "values": [75]}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    ]
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it.
+    assert spec["backoffLimit"] == 3
+    assert spec["activeDeadlineSeconds"] > 0 and spec["ttlSecondsAfterFinished"] > 0
+
+
+def test_pod_is_restricted_with_a_writable_scratch_volume() -> None:
+    pod = job_of("overlays/symbolic")["spec"]["template"]["spec"]
+    container = container_of({"spec": {"template": {"spec": pod}}})
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["volumeMounts"] == [{"name": "scratch", "mountPath": "/scratch"}]
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}} in pod["volumes"]
+    env = {entry["name"]: entry.get("value") for entry in container["env"]}
+    assert env["HOME"] == env["TMPDIR"] == "/scratch" and env["KERAS_HOME"].startswith("/scratch/")
+
+
+def test_settings_come_from_the_config_map_and_the_downward_api() -> None:
+    documents = rendered("overlays/symbolic")
+    (config_map,) = render.find(documents, "ConfigMap")
+    (job,) = render.find(documents, "Job")
+    container = container_of(job)
+    assert container["args"] == ["train"]
+    assert container["envFrom"] == [{"configMapRef": {"name": config_map["metadata"]["name"]}}]
+    assert config_map["data"]["JOB_OUTPUT"].startswith("gs://") and config_map["data"]["JOB_LOG_FORMAT"] == "json"
+    field_paths = {
+        entry["name"]: entry["valueFrom"]["fieldRef"]["fieldPath"] for entry in container["env"] if "valueFrom" in entry
+    }
+    assert field_paths == {
+        "JOB_API": "metadata.labels['cifar10-job/api']",
+        "JOB_LOOP": "metadata.labels['cifar10-job/loop']",
+        "JOB_RUN_ID": "metadata.labels['batch.kubernetes.io/job-name']",
+    }
+
+
+def test_workload_identity_service_account_and_namespace_in_one_place() -> None:
+    documents = rendered("overlays/symbolic")
+    (account,) = render.find(documents, "ServiceAccount")
+    (job,) = render.find(documents, "Job")
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(".iam.gserviceaccount.com")
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    assert {document["metadata"]["namespace"] for document in documents} == {"cifar10"}
+    assert container_of(job)["image"].startswith(render.PLACEHOLDER_IMAGE)
+
+
+def test_every_quantity_is_a_string_in_the_yaml() -> None:
+    for target in TARGETS:
+        resources = container_of(job_of(target))["resources"]
+        for kind in ("requests", "limits"):
+            assert all(isinstance(value, str) for value in resources[kind].values()), (target, resources)

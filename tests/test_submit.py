@@ -1,0 +1,179 @@
+"""`python -m job submit|status|logs|delete` against an in-memory Kubernetes API *double* (kmock).
+
+The double (tests/kube_fixtures.py) receives real HTTP from the official `kubernetes` client, so
+these tests pin the exact Job body a cluster would receive and the error paths a real API server
+produces (404 namespace, 409 name taken, 403 RBAC). They cannot show that a real cluster admits,
+schedules or runs the Job: no Job controller or kubelet runs behind the double.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from job.cli import main
+from job.kube import render
+from tests import kube_fixtures
+from tests.kube_fixtures import NAMESPACE, ApiDouble, status_body
+
+kube_api = kube_fixtures.kube_api  # The fixture (until tests/conftest.py lists tests.kube_fixtures in pytest_plugins).
+
+JOBS = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
+IMAGE = "registry.example/team/cifar10-job:1.2.3"
+SUBMIT = ["submit", "--image", IMAGE, "--bucket", "test-bucket", "--namespace", NAMESPACE, "--run-id", "run-1"]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def expected_job(overlay: str, api: str, loop: str, args: list[str]) -> dict[str, Any]:
+    """The overlay as `kubectl kustomize` renders it, changed exactly as docs/kubernetes.md says submit does."""
+    documents = render.render(render.KUSTOMIZE_DIR / "overlays" / overlay)
+    (job,) = copy.deepcopy(render.find(documents, "Job"))
+    (config_map,) = render.find(documents, "ConfigMap")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    inlined = dict(
+        config_map["data"], JOB_DATA="gs://test-bucket/data/cifar-10-python.tar.gz", JOB_OUTPUT="gs://test-bucket/runs"
+    )
+    container["env"] = [{"name": key, "value": value} for key, value in sorted(inlined.items())] + container["env"]
+    del container["envFrom"]
+    container["image"], container["args"] = IMAGE, ["train", *args]
+    job["metadata"].update(name="run-1", namespace=NAMESPACE)
+    for metadata in (job["metadata"], job["spec"]["template"]["metadata"]):
+        metadata["labels"].update({"cifar10-job/api": api, "cifar10-job/loop": loop, "cifar10-job/run-id": "run-1"})
+    return job
+
+
+def test_submit_creates_exactly_the_rendered_job(kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli([*SUBMIT, "--api", "imperative", "--loop", "custom", "--epochs", "2"], capsys)
+    assert (code, err) == (0, "")
+    (request,) = kube_api.requests("post")
+    assert request.url.path == JOBS
+    assert request.data == expected_job("imperative", "imperative", "custom", ["--epochs", "2"])
+    container = request.data["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == IMAGE and container["args"] == ["train", "--epochs", "2"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert request.data["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2, 3, 4, 5]
+    assert kube_api.job("run-1")["metadata"]["labels"]["cifar10-job/run-id"] == "run-1"
+    assert "results: gs://test-bucket/runs/run-1" in out
+
+
+def test_submit_custom_loop_overlay_keeps_its_loop(kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = run_cli([*SUBMIT, "--overlay", "custom-loop"], capsys)
+    assert code == 0
+    (request,) = kube_api.requests("post")
+    assert request.data == expected_job("custom-loop", "symbolic", "custom", [])
+
+
+def test_submit_names_each_run_uniquely(kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [argument for argument in SUBMIT if argument not in ("--run-id", "run-1")]
+    assert run_cli(args, capsys)[0] == run_cli(args, capsys)[0] == 0
+    names = [request.data["metadata"]["name"] for request in kube_api.requests("post")]
+    assert len(set(names)) == 2 and all(name.startswith("cifar10-symbolic-fit-") for name in names)
+
+
+def test_missing_namespace_is_a_usage_error(kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli([*SUBMIT, "--namespace", "missing"], capsys)
+    assert code == 2
+    assert (
+        err
+        == "error: namespace 'missing' not found: create it (kubectl create namespace missing) or pass --namespace\n"
+    )
+
+
+def test_taken_name_is_exit_4(kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(SUBMIT, capsys)[0] == 0
+    code, _, err = run_cli(SUBMIT, capsys)
+    assert code == 4
+    assert err.startswith("error: Job run-1 already exists in namespace 'cifar10-test'") and err.count("\n") == 1
+
+
+def test_forbidden_is_a_usage_error_with_the_servers_reason(
+    kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = 'jobs.batch is forbidden: User "tester" cannot create resource "jobs" in API group "batch"'
+    kube_api.respond("post", JOBS, 403, status_body(403, "Forbidden", message))
+    code, _, err = run_cli(SUBMIT, capsys)
+    assert code == 2
+    assert err == f"error: the cluster refused Job run-1 (403): {message}; check your credentials and RBAC\n"
+
+
+def test_unset_image_fails_before_any_request(kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [argument for argument in SUBMIT if argument not in ("--image", IMAGE)]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and err.startswith("error: image unset: pass --image")
+    assert list(kube_api.handler) == []
+
+
+def test_no_kubeconfig_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    code, _, err = run_cli(SUBMIT, capsys)
+    assert code == 2 and err.startswith("error: no Kubernetes credentials") and err.count("\n") == 1
+
+
+def finished_job(condition: str) -> dict[str, Any]:
+    job = expected_job("symbolic", "symbolic", "fit", [])
+    job["status"] = {
+        "conditions": [{"type": condition, "status": "True", "reason": "PodFailurePolicy", "message": "exit 3"}]
+    }
+    return job
+
+
+def add_pod(double: ApiDouble, exit_code: int) -> None:
+    double.handler.objects["v1/pods", NAMESPACE, "run-1-abcde"] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "run-1-abcde", "namespace": NAMESPACE, "labels": {render.JOB_NAME_LABEL: "run-1"}},
+        "spec": {"containers": [{"name": "train", "image": IMAGE}]},
+        "status": {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "containerStatuses": [
+                {
+                    "name": "train",
+                    "image": IMAGE,
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": exit_code}},
+                }
+            ],
+        },
+    }
+    double.handler[f"get /api/v1/namespaces/{NAMESPACE}/pods/run-1-abcde/log"] << b'{"epoch": 1, "loss": 1.5}\n'
+
+
+@pytest.mark.parametrize(("condition", "exit_code"), [("Complete", 0), ("Failed", 3)])
+def test_follow_streams_logs_and_exits_with_the_jobs_outcome(
+    kube_api: ApiDouble, capsys: pytest.CaptureFixture[str], condition: str, exit_code: int
+) -> None:
+    add_pod(kube_api, exit_code)
+    kube_api.respond("get", f"{JOBS}/run-1", 200, finished_job(condition))
+    code, out, err = run_cli([*SUBMIT, "--follow"], capsys)
+    assert code == exit_code
+    assert '{"epoch": 1, "loss": 1.5}\n' in out
+    if condition == "Failed":
+        assert err.endswith("error: Job run-1 failed (PodFailurePolicy: exit 3, last exit code 3)\n")
+
+
+def test_status_logs_and_delete(kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(SUBMIT, capsys)[0] == 0
+    add_pod(kube_api, 0)
+    code, out, _ = run_cli(["status", "run-1", "--namespace", NAMESPACE], capsys)
+    assert (code, out) == (0, "run-1\tPending\tactive=0 succeeded=0 failed=0\n")
+    code, out, _ = run_cli(["logs", "run-1", "--namespace", NAMESPACE], capsys)
+    assert (code, out) == (0, '{"epoch": 1, "loss": 1.5}\n')
+    code, out, _ = run_cli(["delete", "run-1", "--namespace", NAMESPACE], capsys)
+    assert (code, out) == (0, f"deleted Job run-1 in namespace {NAMESPACE}\n")
+    (request,) = kube_api.requests("delete")
+    assert request.url.path == f"{JOBS}/run-1" and request.params["propagationPolicy"] == "Background"
+    code, _, err = run_cli(["status", "run-1", "--namespace", NAMESPACE], capsys)
+    assert code == 2 and err == "error: Job run-1 not found in namespace 'cifar10-test'\n"
