@@ -8,7 +8,6 @@ These are read directly, so a given source never touches the network. No TensorF
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import tarfile
 import zipfile
@@ -49,15 +48,11 @@ def load(source: str | None, cache_dir: Path | None = None) -> Cifar10:
     if source is None:
         return load_keras_download()
     if is_gcs(source):
-        from job.gcs import fetch_data
+        from job.gcs import default_cache_dir, fetch_data
 
         local = fetch_data(source, cache_dir or default_cache_dir())
         return _validated(_load_local(local), source)
     return _validated(_load_local(Path(source).expanduser()), source)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("JOB_CACHE_DIR", Path.home() / ".cache" / "cifar10-job"))
 
 
 def _load_local(path: Path) -> Cifar10:

@@ -1,9 +1,220 @@
-"""`python -m job runs list|show`: placeholder until the run browser lands."""
+"""`python -m job runs list|show`: browse run folders, local or gs://, without importing TensorFlow.
+
+    python -m job runs list gs://my-bucket/runs
+    python -m job runs show gs://my-bucket/runs/symbolic-fit-20261126T153000Z-3f9a --json
+
+A run is complete exactly when its summary.json exists (the trainer publishes it last, create-only);
+anything else is incomplete: still training, or stopped before publishing. A location that holds no
+run (no config.json, metrics.jsonl or summary.json) is an output error: exit 4, like a missing bucket.
+"""
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from job.artifacts import CONFIG, METRICS, SUMMARY
+from job.errors import OutputError
+from job.storage import Store, is_gcs, open_store
+
+RUN_FILES = (CONFIG, METRICS, SUMMARY)
+EPOCH_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")]
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the three small files of one run folder say about it."""
+
+    run_id: str
+    url: str
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+    epochs: list[dict[str, Any]]  # The last record per epoch, in epoch order.
+    steps: int  # Custom-loop step records.
+
+    @property
+    def status(self) -> str:
+        return "complete" if self.summary is not None else "incomplete"
+
+    def overview(self) -> dict[str, Any]:
+        """The `runs list` row, as JSON values."""
+        summary = self.summary or {}
+        return {
+            "run_id": self.run_id,
+            "url": self.url,
+            "status": self.status,
+            "api": self.config.get("api"),
+            "loop": self.config.get("loop"),
+            "epochs_done": len(self.epochs),
+            "epochs_planned": self.config.get("epochs"),
+            "test_accuracy": summary.get("test_accuracy"),
+            "test_loss": summary.get("test_loss"),
+            "completed_at": summary.get("completed_at"),
+        }
+
+
+def parse_json(raw: bytes | None) -> dict[str, Any] | None:
+    """A JSON object, {} if the file is unreadable, None if it is absent."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def parse_metrics(raw: bytes | None) -> tuple[list[dict[str, Any]], int]:
+    """Epoch records (last one wins per epoch, for resumed runs) and the number of step records."""
+    epochs: dict[int, dict[str, Any]] = {}
+    steps = 0
+    for line in (raw or b"").decode(errors="replace").splitlines():
+        record = parse_json(line.encode()) if line.strip() else None  # A half-written last line is skipped.
+        if record and record.get("kind") == "epoch" and isinstance(record.get("epoch"), int):
+            epochs[record["epoch"]] = record
+        elif record and record.get("kind") == "step":
+            steps += 1
+    return [epochs[epoch] for epoch in sorted(epochs)], steps
+
+
+def read_run(store: Store, run_id: str) -> Run | None:
+    """The run stored at `store`, or None when none of its files exist."""
+    raw = {name: store.read_bytes(name) for name in RUN_FILES}
+    if all(content is None for content in raw.values()):
+        return None
+    epochs, steps = parse_metrics(raw[METRICS])
+    return Run(run_id, store.url, parse_json(raw[CONFIG]) or {}, parse_json(raw[SUMMARY]), epochs, steps)
+
+
+def find_runs(location: str) -> list[Run]:
+    """Every run directly below location (or location itself, if it is a run folder)."""
+    store = open_store(location)
+    run_ids = sorted(child_run_ids(store, location))
+    if not run_ids:
+        here = read_run(store, store.url.rstrip("/").rsplit("/", 1)[-1])
+        return [here] if here else []
+    with ThreadPoolExecutor(max_workers=8) as pool:  # Three small reads per run; gs:// latency adds up.
+        runs = pool.map(lambda run_id: read_run(store.child(run_id), run_id), run_ids)
+        return [run for run in runs if run is not None]
+
+
+def child_run_ids(store: Store, location: str) -> set[str]:
+    """Names of the sub-folders holding a run file (locally without walking checkpoints and models)."""
+    if is_gcs(location):
+        return {
+            key.split("/")[0] for key in store.list_keys() if key.count("/") == 1 and key.split("/")[1] in RUN_FILES
+        }
+    root = Path(location).expanduser()
+    if not root.is_dir():
+        raise OutputError(f"{root} does not exist or is not a folder: pass a local runs folder or gs://BUCKET/PREFIX")
+    return {folder.name for folder in root.iterdir() if any((folder / name).is_file() for name in RUN_FILES)}
+
+
+def format_table(rows: list[list[str]]) -> str:
+    """Left-aligned columns two spaces apart."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def format_number(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
+
+
+def list_runs(
+    location: Annotated[str, typer.Argument(help="A local runs folder or gs://BUCKET/PREFIX (what --output was).")],
+    json_output: JsonOption = False,
+) -> None:
+    """List the runs under LOCATION: complete or incomplete, variant, epochs done, test accuracy."""
+    runs = find_runs(location)
+    if json_output:
+        typer.echo(json.dumps([run.overview() for run in runs], indent=2))
+        return
+    if not runs:
+        typer.echo(f"no runs under {location}")
+        return
+    rows = [["RUN ID", "STATUS", "API", "LOOP", "EPOCHS", "TEST ACC", "FINISHED"]]
+    for run in runs:
+        row = run.overview()
+        epochs = f"{row['epochs_done']}/{row['epochs_planned'] if row['epochs_planned'] is not None else '?'}"
+        api, loop = str(row["api"] or "-"), str(row["loop"] or "-")
+        finished = str(row["completed_at"] or "-")
+        rows.append([run.run_id, run.status, api, loop, epochs, format_number(row["test_accuracy"]), finished])
+    typer.echo(format_table(rows))
+
+
+def show_run(
+    run: Annotated[str, typer.Argument(help="A run folder: a local path or gs://BUCKET/PREFIX/RUN_ID.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Show one run: whether it completed, its summary and its per-epoch metrics (exit 4 if no run is there)."""
+    store = open_store(run)
+    found = read_run(store, store.url.rstrip("/").rsplit("/", 1)[-1])
+    if found is None:
+        raise OutputError(
+            f"no run at {store.url}: it has no {', '.join(RUN_FILES)} (list runs with `runs list PARENT`)"
+        )
+    if json_output:
+        payload = {**found.overview(), "config": found.config, "summary": found.summary, "epochs": found.epochs}
+        typer.echo(json.dumps({**payload, "steps": found.steps}, indent=2))
+        return
+    typer.echo(format_details(found))
+
+
+def format_details(run: Run) -> str:
+    """The `runs show` text: a header of facts, then one line per epoch."""
+    summary = run.summary or {}
+    status = "complete" if run.summary is not None else "incomplete (no summary.json: still training, or stopped)"
+    facts = [
+        ["run", run.run_id],
+        ["location", run.url],
+        ["status", status],
+        ["variant", f"api={run.config.get('api', '-')} loop={run.config.get('loop', '-')}"],
+        [
+            "epochs",
+            f"{len(run.epochs)} of {run.config.get('epochs', '?')}"
+            + (f", {run.steps} step records" if run.steps else ""),
+        ],
+    ]
+    if run.summary is not None:
+        facts += [
+            [
+                "test",
+                f"accuracy {format_number(summary.get('test_accuracy'))}, loss {format_number(summary.get('test_loss'))}",
+            ],
+            [
+                "speed",
+                f"{format_number(summary.get('train_images_per_second'), 0)} train images/s, wall {format_number(summary.get('wall_seconds'), 1)} s",
+            ],
+            ["parameters", f"{summary['parameters']:,}" if isinstance(summary.get("parameters"), int) else "-"],
+            ["finished", str(summary.get("completed_at", "-"))],
+        ]
+    text = format_table(facts)
+    if run.epochs:
+        rows = [["EPOCH", *(column.upper() for column in EPOCH_COLUMNS)]]
+        rows += [
+            [str(record["epoch"]), *(format_number(record.get(column)) for column in EPOCH_COLUMNS)]
+            for record in run.epochs
+        ]
+        text += "\n\n" + format_table(rows)
+    return text
 
 
 def register(app: typer.Typer) -> None:
     """Add the `runs` commands to the CLI."""
+    runs_app = typer.Typer(
+        help="Browse runs (local or gs://): complete vs incomplete, final metrics.",
+        add_completion=False,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+    )
+    runs_app.command("list")(list_runs)
+    runs_app.command("show")(show_run)
+    app.add_typer(runs_app, name="runs")
