@@ -54,35 +54,36 @@ class RunWriter:
         raw = self.store.read_bytes(name)
         return json.loads(raw) if raw is not None else None
 
-    def prepare(self, overwrite: bool) -> bool:
-        """Check the output; returns True when an unfinished run exists to resume (exit 4 on a finished one)."""
+    def inspect(self, overwrite: bool) -> str:
+        """Read-only check of the output: "new", "resume" (an unfinished run) or "replace" (--overwrite).
+
+        Nothing is changed here, so a run that then fails validation leaves the old one untouched.
+        """
         self.store.check_writable()
         if self.is_complete():
             if not overwrite:
                 raise OutputError(
                     f"run {self.url} already finished (it has {SUMMARY}): pick another --run-id or pass --overwrite"
                 )
+            return "replace"
+        return "resume" if self.store.read_bytes(CONFIG) is not None else "new"
+
+    def begin(self, state: str) -> None:
+        """Make the staging folder ready: empty for a new run, with the stored state for a resumed one."""
+        if state == "replace":
             log.warning("replacing the finished run %s (--overwrite)", self.url)
             self.store.delete_prefix("")
-            self._clear_staging()
-            return False
-        if self.store.read_bytes(CONFIG) is None:
-            self._clear_staging()
-            return False
-        if self.store.local_root() is None:
-            self._clear_staging()
+        remote = self.store.local_root() is None
+        if remote and self.staging.exists():
+            shutil.rmtree(self.staging)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        if remote and state == "resume":
             for name in (CHECKPOINTS, TENSORBOARD):
                 self.store.download_tree(name, self.path(name))
             for name in (CONFIG, METRICS):
                 data = self.store.read_bytes(name)
                 if data is not None:
                     self.path(name).write_bytes(data)
-        return True
-
-    def _clear_staging(self) -> None:
-        if self.store.local_root() is None and self.staging.exists():
-            shutil.rmtree(self.staging)
-        self.staging.mkdir(parents=True, exist_ok=True)
 
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
         self.path(name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
@@ -120,9 +121,16 @@ class RunWriter:
         self.path(METRICS).write_text("".join(json.dumps(record, sort_keys=True) + "\n" for record in records))
         self.publish_file(METRICS)
 
-    def sync_tree(self, name: str) -> None:
-        if self.path(name).is_dir():
-            self.store.upload_tree(name, self.path(name))
+    def sync_tree(self, name: str, prune: bool = False) -> None:
+        """Upload a folder; with `prune`, also delete stored files it no longer has (old checkpoints)."""
+        if not self.path(name).is_dir():
+            return
+        self.store.upload_tree(name, self.path(name))
+        if prune and self.store.local_root() is None:
+            local = {str(path.relative_to(self.staging)) for path in self.path(name).rglob("*") if path.is_file()}
+            for key in self.store.list_keys(name):
+                if key not in local:
+                    self.store.delete_prefix(key)
 
     def publish_file(self, name: str) -> None:
         if self.path(name).is_dir():

@@ -7,6 +7,7 @@ python -m job train --api imperative --loop custom --data cifar-10-python.tar.gz
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Annotated
 
@@ -70,8 +71,12 @@ def train(
         ),
     ] = None,
     output: Annotated[
-        str, typer.Option(envvar="JOB_OUTPUT", help="Local folder or gs://BUCKET/PREFIX.")
-    ] = DEFAULT_OUTPUT,
+        str | None,
+        typer.Option(
+            envvar="JOB_OUTPUT",
+            help=f"Local folder or gs://BUCKET/PREFIX (default: {DEFAULT_OUTPUT}, or $AIP_MODEL_DIR on Vertex AI).",
+        ),
+    ] = None,
     run_id: Annotated[
         str,
         typer.Option(
@@ -97,8 +102,9 @@ def train(
     ] = 0,
 ) -> None:
     """Train one model style with one loop and write a run folder (config, metrics, model, summary)."""
-    from job.config import validate
+    from job.config import resolve_output, validate
 
+    signal.signal(signal.SIGTERM, _stop_before_training)
     config = validate(
         TrainConfig(
             api=api,
@@ -110,7 +116,7 @@ def train(
             seed=seed,
             validation_size=validation_size,
             data=data,
-            output=output,
+            output=resolve_output(output),
             run_id=run_id,
             overwrite=overwrite,
             require_gpu=require_gpu,
@@ -127,6 +133,11 @@ def train(
     from job.train import run  # TensorFlow is imported from here on, never for --help or bad input.
 
     run(config, prepared)
+
+
+def _stop_before_training(signum: int, frame: object) -> None:
+    """SIGTERM before training starts: nothing to save yet, so stop now with the retryable exit code."""
+    raise errors.Interrupted(f"received {signal.Signals(signum).name} before training started: rerun the same command")
 
 
 def main(argv: list[str] | None = None) -> int:

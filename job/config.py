@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import secrets
 from dataclasses import asdict, dataclass
@@ -81,6 +82,17 @@ class TrainConfig:
     def to_json(self) -> dict[str, object]:
         """Plain JSON values, enums as their names."""
         return {key: value.value if isinstance(value, Enum) else value for key, value in asdict(self).items()}
+
+
+def resolve_output(output: str | None) -> str:
+    """--output/$JOB_OUTPUT, else Vertex AI's $AIP_MODEL_DIR, else ./runs; both given is a conflict."""
+    vertex_model_dir = os.environ.get("AIP_MODEL_DIR")
+    if output and vertex_model_dir:
+        raise UsageError(
+            f"both --output/JOB_OUTPUT ({output}) and AIP_MODEL_DIR ({vertex_model_dir}) are set: "
+            "drop --output to write where Vertex AI asks, or unset AIP_MODEL_DIR"
+        )
+    return output or vertex_model_dir or DEFAULT_OUTPUT
 
 
 def default_run_id(api: Api, loop: Loop) -> str:

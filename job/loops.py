@@ -21,19 +21,28 @@ def make_loss() -> keras.losses.Loss:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=False)
 
 
-def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
-    """Mean loss and accuracy over a dataset, the same way for both loops."""
-    loss_fn, loss_mean, accuracy = make_loss(), keras.metrics.Mean(), keras.metrics.SparseCategoricalAccuracy()
+class Evaluator:
+    """Mean loss and accuracy over a dataset, the same way for both loops (one traced step, reused)."""
 
-    @tf.function
-    def test_step(images: tf.Tensor, labels: tf.Tensor) -> None:
-        probabilities = model(images, training=False)
-        loss_mean.update_state(loss_fn(labels, probabilities), sample_weight=tf.shape(labels)[0])
-        accuracy.update_state(labels, probabilities)
+    def __init__(self, model: keras.Model) -> None:
+        self.loss_fn = make_loss()
+        self.loss_mean = keras.metrics.Mean()
+        self.accuracy = keras.metrics.SparseCategoricalAccuracy()
 
-    for images, labels in dataset:
-        test_step(images, labels)
-    return {"loss": float(loss_mean.result()), "accuracy": float(accuracy.result())}
+        @tf.function
+        def test_step(images: tf.Tensor, labels: tf.Tensor) -> None:
+            probabilities = model(images, training=False)
+            self.loss_mean.update_state(self.loss_fn(labels, probabilities), sample_weight=tf.shape(labels)[0])
+            self.accuracy.update_state(labels, probabilities)
+
+        self.test_step = test_step
+
+    def __call__(self, dataset: tf.data.Dataset) -> dict[str, float]:
+        self.loss_mean.reset_state()
+        self.accuracy.reset_state()
+        for images, labels in dataset:
+            self.test_step(images, labels)
+        return {"loss": float(self.loss_mean.result()), "accuracy": float(self.accuracy.result())}
 
 
 class _MonitorCallback(keras.callbacks.Callback):
@@ -109,7 +118,7 @@ def custom_loop(
     jit_compile: bool,
 ) -> None:
     """The chapter's GradientTape loop; `metrics` (train_loss, train_accuracy) are checkpointed mid-epoch."""
-    loss_fn = make_loss()
+    loss_fn, evaluate = make_loss(), Evaluator(model)
     train_loss, train_accuracy = metrics["train_loss"], metrics["train_accuracy"]
 
     @tf.function(jit_compile=jit_compile)
@@ -136,8 +145,9 @@ def custom_loop(
             step += 1
             monitor.step_end(epoch, step, train_loss.result(), batch_loss)
             if monitor.stop_requested:
+                monitor.save_position(epoch, step)  # This loop can resume mid-epoch: keep every step done.
                 return
-        validation = evaluate(model, splits.validation)
+        validation = evaluate(splits.validation)
         monitor.epoch_end(
             epoch,
             {

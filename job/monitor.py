@@ -71,8 +71,13 @@ class Monitor:
         if step == self.steps_per_epoch:
             self._train_ended = time.monotonic()
         if self.checkpoint_every_steps and step % self.checkpoint_every_steps == 0 and step < self.steps_per_epoch:
+            self.save_position(epoch, step)
+
+    def save_position(self, epoch: int, step: int) -> None:
+        """A mid-epoch checkpoint (custom loop): resumes at `step` of `epoch` with the running metrics."""
+        if 0 < step < self.steps_per_epoch:
             self.checkpointer.save(epoch, step)
-            self.writer.sync_tree(CHECKPOINTS)
+            self.writer.sync_tree(CHECKPOINTS, prune=True)
 
     def epoch_end(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
         """Record a completed epoch, then checkpoint it.
@@ -92,7 +97,7 @@ class Monitor:
         self._check_finite(record, epoch, self.steps_per_epoch)
         self.writer.append_metrics([record])
         self.checkpointer.save(epoch + 1, 0)
-        self.writer.sync_tree(CHECKPOINTS)
+        self.writer.sync_tree(CHECKPOINTS, prune=True)
         self.writer.sync_tree(TENSORBOARD)
         self.epoch_records.append(record)
         self._log(record)

@@ -7,12 +7,15 @@ TensorFlow's start-up logs (or, worse, after a GPU node was scheduled for it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from job import data
 from job.artifacts import RunWriter
 from job.config import TrainConfig
 from job.errors import UsageError
 from job.storage import open_store
+
+NVIDIA_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0")  # Present in any container granted an NVIDIA GPU.
 
 
 @dataclass(frozen=True)
@@ -23,11 +26,18 @@ class Prepared:
 
 
 def preflight(config: TrainConfig) -> Prepared:
+    """Validate everything cheap first; only then change anything in the output location."""
+    if config.require_gpu and not any(Path(node).exists() for node in NVIDIA_DEVICE_NODES):
+        raise UsageError(
+            "--require-gpu is set but this machine or container has no NVIDIA GPU device "
+            "(no /dev/nvidia0): request nvidia.com/gpu for the pod or run docker with --gpus all"
+        )
     writer = RunWriter(open_store(config.output), config.run_id)
-    resuming = writer.prepare(config.overwrite)
+    state = writer.inspect(config.overwrite)
     dataset = data.load(config.data)
     check_splits(dataset, config.batch_size, config.validation_size)
-    return Prepared(writer, resuming, dataset)
+    writer.begin(state)
+    return Prepared(writer, state == "resume", dataset)
 
 
 def check_splits(dataset: data.Cifar10, batch_size: int, validation_size: int) -> None:

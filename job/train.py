@@ -29,7 +29,7 @@ from job.artifacts import CHECKPOINTS, CONFIG, KERAS_MODEL, SAVED_MODEL, TENSORB
 from job.checkpoints import Checkpointer
 from job.config import Loop, TrainConfig
 from job.errors import Interrupted, OutputError, UsageError
-from job.loops import custom_loop, evaluate, fit_loop
+from job.loops import Evaluator, custom_loop, fit_loop
 from job.models import build_model
 from job.monitor import Monitor
 from job.pipeline import make_splits
@@ -97,7 +97,7 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
             f"rerun the same command with --run-id {config.run_id} to resume"
         )
 
-    test = evaluate(model, splits.test)
+    test = Evaluator(model)(splits.test)
     return publish(writer, reporter, config, model, dataset.image_size, monitor, test, started)
 
 
