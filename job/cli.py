@@ -135,6 +135,11 @@ def train(
     run(config, prepared)
 
 
+def one_line(message: str) -> str:
+    """Library messages sometimes span lines (tarfile lists every method it tried); logs want one."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def _stop_before_training(signum: int, frame: object) -> None:
     """SIGTERM before training starts: nothing to save yet, so stop now with the retryable exit code."""
     raise errors.Interrupted(f"received {signal.Signals(signum).name} before training started: rerun the same command")

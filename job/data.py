@@ -79,7 +79,8 @@ def _load_tarball(path: Path) -> Cifar10:
 
             return _from_batches(open_batch, str(path))
     except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path} is not a readable tar.gz ({error}): download cifar-10-python.tar.gz again") from None
+        reason = str(error).splitlines()[0].rstrip(":")
+        raise DataError(f"{path} is not a readable tar.gz ({reason}): download cifar-10-python.tar.gz again") from None
 
 
 def _load_folder(path: Path) -> Cifar10:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from job import data
-from job.artifacts import RunWriter
+from job.artifacts import CONFIG, RunWriter
 from job.config import TrainConfig
 from job.errors import UsageError
 from job.storage import open_store
@@ -34,10 +34,29 @@ def preflight(config: TrainConfig) -> Prepared:
         )
     writer = RunWriter(open_store(config.output), config.run_id)
     state = writer.inspect(config.overwrite)
+    if state == "resume":
+        check_resumable(writer, config)
     dataset = data.load(config.data)
     check_splits(dataset, config.batch_size, config.validation_size)
     writer.begin(state)
     return Prepared(writer, state == "resume", dataset)
+
+
+# Settings that must match for a rerun to continue an unfinished run (epochs may grow; paths may move).
+# The resolved precision is compared too, once the hardware is known (job.train).
+RESUME_KEYS = ("api", "loop", "batch_size", "learning_rate", "momentum", "seed", "validation_size")
+
+
+def check_resumable(writer: RunWriter, config: TrainConfig) -> None:
+    """Refuse to continue an unfinished run with different settings (exit 2)."""
+    previous, current = writer.read_json(CONFIG) or {}, config.to_json()
+    changed = [key for key in RESUME_KEYS if key in previous and previous[key] != current[key]]
+    if changed:
+        differences = ", ".join(f"--{key.replace('_', '-')} {previous[key]} → {current[key]}" for key in changed)
+        raise UsageError(
+            f"run {writer.url} is unfinished and was started with other settings ({differences}): "
+            "rerun with its original flags to resume it, or pick a new --run-id"
+        )
 
 
 def check_splits(dataset: data.Cifar10, batch_size: int, validation_size: int) -> None:
