@@ -40,14 +40,22 @@ ROWS = {
     "batch-size-zero": Row(("--batch-size", "0"), 2, "--batch-size must be at least 1, got 0"),
     "batch-size-larger-than-data": Row(("--batch-size", "501"), 2, "--batch-size 501 is larger than the 500 training"),
     "learning-rate-negative": Row(("--learning-rate", "-0.1"), 2, "--learning-rate must be a positive finite number"),
-    "learning-rate-nan": Row(("--learning-rate", "nan"), 2, "--learning-rate must be a positive finite number, got nan"),
-    "learning-rate-inf": Row(("--learning-rate", "inf"), 2, "--learning-rate must be a positive finite number, got inf"),
+    "learning-rate-nan": Row(
+        ("--learning-rate", "nan"), 2, "--learning-rate must be a positive finite number, got nan"
+    ),
+    "learning-rate-inf": Row(
+        ("--learning-rate", "inf"), 2, "--learning-rate must be a positive finite number, got inf"
+    ),
     "momentum-one": Row(("--momentum", "1"), 2, "--momentum must be in [0, 1)"),
     "validation-eats-test": Row(("--validation-size", "300"), 2, "--validation-size 300 leaves no test images"),
     "malformed-gs-url": Row(("--output", "gs:/bucket/runs"), 2, "malformed Cloud Storage URL 'gs:/bucket/runs'"),
     "unsupported-scheme": Row(("--output", "s3://bucket/runs"), 2, "unsupported output 's3://bucket/runs'"),
-    "bucket-missing": Row(("--output", "gs://no-such-bucket-xyz/runs"), 4, "bucket no-such-bucket-xyz does not exist", needs_gcs=True),
-    "gcs-data-missing": Row(("--data", "gs://no-such-bucket-xyz/cifar.tar.gz"), 3, "gs://no-such-bucket-xyz", needs_gcs=True),
+    "bucket-missing": Row(
+        ("--output", "gs://no-such-bucket-xyz/runs"), 4, "bucket no-such-bucket-xyz does not exist", needs_gcs=True
+    ),
+    "gcs-data-missing": Row(
+        ("--data", "gs://no-such-bucket-xyz/cifar.tar.gz"), 3, "gs://no-such-bucket-xyz", needs_gcs=True
+    ),
     "output-not-writable": Row(("--output", "{tmp}/a-file/runs"), 4, "is not writable"),
     "data-path-missing": Row(("--data", "{tmp}/nowhere.tar.gz"), 3, "nowhere.tar.gz does not exist"),
     "truncated-tarball": Row(("--data", "{bad}/truncated.tar.gz"), 3, "truncated.tar.gz is not a readable tar.gz"),
@@ -60,8 +68,12 @@ ROWS = {
     "run-id-with-slash": Row(("--run-id", "team/run"), 2, "--run-id 'team/run' is not a valid run id"),
     "run-id-with-dotdot": Row(("--run-id", "..hidden"), 2, "is not a valid run id"),
     "finished-run-exists": Row(("--run-id", "finished"), 4, "already finished (it has summary.json)"),
-    "resume-with-other-settings": Row(("--run-id", "unfinished", "--api", "symbolic"), 2, "--api imperative → symbolic"),
-    "require-gpu-on-cpu": Row(("--require-gpu",), 2, "--require-gpu is set but this machine or container has no NVIDIA GPU"),
+    "resume-with-other-settings": Row(
+        ("--run-id", "unfinished", "--api", "symbolic"), 2, "--api imperative → symbolic"
+    ),
+    "require-gpu-on-cpu": Row(
+        ("--require-gpu",), 2, "--require-gpu is set but this machine or container has no NVIDIA GPU"
+    ),
     "output-and-aip-model-dir": Row(
         ("--output", "{tmp}/runs"), 2, "both --output/JOB_OUTPUT", env={"AIP_MODEL_DIR": "gs://vertex-bucket/model"}
     ),
