@@ -16,6 +16,13 @@ ENV PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
+# Graphviz's `dot` draws the architecture diagram (plots/model.png); without it the run only warns.
+# The distribution's graphviz is taken as is: the base image (pinned above) fixes the Ubuntu release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends graphviz \
+    && rm -rf /var/lib/apt/lists/*
+
 # A non-root user, and /scratch: the only writable place (an emptyDir in the pod, a tmpfs in docker-run).
 RUN groupadd --gid 10001 appuser \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /scratch --shell /usr/sbin/nologin appuser \

@@ -55,6 +55,13 @@ test: lint .venv-checkov/bin/checkov ## Lint, then the whole test suite (checkov
 clean: ## Remove caches (keeps .venv and runs/).
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
+COMPARE_FLAGS = --loop $(LOOP) --epochs $(EPOCHS) --output $(OUTPUT) --overwrite $(if $(DATA),--data $(DATA)) $(ARGS)
+.PHONY: compare
+compare: $(STAMP) ## Train symbolic and imperative on the same data and seed, then compare: make compare [LOOP= EPOCHS= DATA=].
+	$(PY) -m job train --api symbolic --run-id compare-symbolic-$(LOOP) $(COMPARE_FLAGS)
+	$(PY) -m job train --api imperative --run-id compare-imperative-$(LOOP) $(COMPARE_FLAGS)
+	$(PY) -m job compare $(OUTPUT)/compare-symbolic-$(LOOP) $(OUTPUT)/compare-imperative-$(LOOP) --output $(OUTPUT)/comparison
+
 ##@ Containers and Kubernetes
 # Empty IMAGE/BUCKET/NAMESPACE mean: use the values in k8s/base/kustomization.yaml (the one place to edit).
 IMAGE ?=

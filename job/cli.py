@@ -26,6 +26,7 @@ from job.config import (
     LogFormat,
     Loop,
     Precision,
+    StrategyKind,
     TrainConfig,
     Xla,
 )
@@ -100,6 +101,13 @@ def train(
         int,
         typer.Option(envvar="JOB_CHECKPOINT_EVERY_STEPS", help="Also checkpoint every N steps (0: epoch ends only)."),
     ] = 0,
+    strategy: Annotated[
+        StrategyKind,
+        typer.Option(
+            envvar="JOB_STRATEGY",
+            help="tf.distribute: auto = multiworker with TF_CONFIG or an Indexed Job, mirrored with >1 GPU.",
+        ),
+    ] = StrategyKind.auto,
 ) -> None:
     """Train one model style with one loop and write a run folder (config, metrics, model, summary)."""
     from job.config import resolve_output, validate
@@ -124,6 +132,7 @@ def train(
             xla=xla,
             log_format=log_format,
             checkpoint_every_steps=checkpoint_every_steps,
+            strategy=strategy,
         )
     )
     from job.preflight import preflight
@@ -158,18 +167,19 @@ def main(argv: list[str] | None = None) -> int:
         print("error: aborted", file=sys.stderr)
         return errors.EXIT_INTERRUPTED
     except errors.JobError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
         return error.exit_code
     return result if isinstance(result, int) else errors.EXIT_OK
 
 
 # Command groups that live in their own modules (each imports its heavy libraries lazily).
 def _register_command_groups() -> None:
-    from job import runs
+    from job import runs, visualize
     from job.kube import commands as kube_commands
 
     runs.register(app)
     kube_commands.register(app)
+    visualize.register(app)
 
 
 _register_command_groups()

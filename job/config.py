@@ -42,6 +42,15 @@ class Xla(StrEnum):
     off = "off"
 
 
+class StrategyKind(StrEnum):
+    """tf.distribute strategy (job.distribute)."""
+
+    auto = "auto"
+    none = "none"
+    mirrored = "mirrored"
+    multiworker = "multiworker"
+
+
 class LogFormat(StrEnum):
     text = "text"
     json = "json"
@@ -78,6 +87,7 @@ class TrainConfig:
     xla: Xla = Xla.auto
     log_format: LogFormat = LogFormat.text
     checkpoint_every_steps: int = 0  # 0: checkpoint at the end of every epoch only.
+    strategy: StrategyKind = StrategyKind.auto
 
     def to_json(self) -> dict[str, object]:
         """Plain JSON values, enums as their names."""

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from job import data as data_module
 from job import devices as devices_module
+from job import plots
 from job.artifacts import CHECKPOINTS, CONFIG, KERAS_MODEL, SAVED_MODEL, TENSORBOARD, RunWriter
 from job.checkpoints import Checkpointer
 from job.config import Loop, TrainConfig
@@ -68,6 +69,7 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
         record = resumed_record(writer, record, first_epoch, first_step)
     writer.keep_metrics_through(first_epoch, first_step)
     writer.write_json(CONFIG, record)
+    plots.write_data_plots(dataset, writer.path(plots.FOLDER), reporter)  # Never raises: warns instead.
     reporter.event(
         "resuming" if first_epoch or first_step else "training",
         run=writer.url,
@@ -256,6 +258,7 @@ def publish(
     signature = [tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="image")]
     model.export(str(writer.path(SAVED_MODEL)), format="tf_saved_model", input_signature=signature, verbose=False)
     model.save(writer.path(KERAS_MODEL))
+    plots.write_run_plots(writer.staging, model, reporter)  # Never raises: warns instead.
     epochs = monitor.epoch_records
     steady = epochs[1:] or epochs  # The first epoch includes tracing and warm-up.
     summary = {
@@ -273,7 +276,7 @@ def publish(
         "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
-        for name in (TENSORBOARD, SAVED_MODEL, KERAS_MODEL):
+        for name in (TENSORBOARD, SAVED_MODEL, KERAS_MODEL, plots.FOLDER):
             writer.publish_file(name)
         writer.publish_summary(summary)
     except OutputError as error:

@@ -96,8 +96,13 @@ def bad_data(tmp_path_factory: pytest.TempPathFactory, tiny_tarball: Path, tiny_
     (folder / "empty-folder").mkdir()
     gray = np.zeros((10, 28, 28), np.uint8)
     np.savez(folder / "gray.npz", x_train=gray, y_train=np.zeros(10), x_test=gray, y_test=np.zeros(10))
-    arrays = {"x_train": tiny_data.x_train, "x_test": tiny_data.x_test, "y_test": tiny_data.y_test}
-    np.savez(folder / "labels.npz", y_train=tiny_data.y_train + 10, **arrays)
+    np.savez(
+        folder / "labels.npz",
+        x_train=tiny_data.x_train,
+        y_train=tiny_data.y_train + 10,
+        x_test=tiny_data.x_test,
+        y_test=tiny_data.y_test,
+    )
     np.savez(folder / "partial.npz", x_train=tiny_data.x_train)
     return folder
 

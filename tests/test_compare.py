@@ -1,0 +1,125 @@
+"""Two tiny runs (symbolic + fit, imperative + custom loop, same data and seed): their pictures, and `compare`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from job import plots, visualize
+from job.gcs import GcsStore
+from tests.conftest import RunJob
+from tests.helpers import TINY_TRAIN
+from tests.test_plots import assert_sane_png
+
+pytestmark = pytest.mark.slow
+RUN_IDS = ("symbolic-fit", "imperative-custom")
+
+
+@pytest.fixture(scope="module")
+def runs_folder(tmp_path_factory: pytest.TempPathFactory, run_job: RunJob, tiny_tarball: Path) -> Path:
+    output = tmp_path_factory.mktemp("runs")
+    for run_id in RUN_IDS:
+        api, loop = run_id.split("-")
+        result = run_job(
+            "train", "--api", api, "--loop", loop, "--data", str(tiny_tarball), "--output", str(output),
+            "--run-id", run_id, "--seed", "7", *TINY_TRAIN,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "warning" not in result.stdout, result.stdout  # Every picture was drawn.
+    return output
+
+
+def summary(run: Path) -> dict[str, Any]:
+    return dict(json.loads((run / "summary.json").read_text()))
+
+
+@pytest.mark.parametrize("run_id", RUN_IDS)
+def test_every_run_writes_its_pictures(runs_folder: Path, run_id: str) -> None:
+    folder = runs_folder / run_id / plots.FOLDER
+    assert_sane_png(folder / plots.LABEL_DISTRIBUTION, min_width=600)
+    assert_sane_png(folder / plots.SAMPLE_GRID, 500, 500)
+    assert_sane_png(folder / plots.LEARNING_CURVES, min_width=700)
+    if shutil.which("dot"):
+        assert_sane_png(folder / plots.MODEL_DIAGRAM, min_height=1000)
+    model_summary = (folder / plots.MODEL_SUMMARY).read_text()
+    assert f"{summary(runs_folder / run_id)['parameters']:,}" in model_summary
+
+
+def test_compare_reports_each_runs_own_numbers(runs_folder: Path, run_job: RunJob, tmp_path: Path) -> None:
+    runs = [str(runs_folder / run_id) for run_id in RUN_IDS]
+    result = run_job("compare", *runs, "--output", str(tmp_path / "cmp"), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["run"]: row for row in json.loads(result.stdout)}
+    for run_id in RUN_IDS:
+        expected = summary(runs_folder / run_id)
+        row = rows[run_id]
+        assert (row["api"], row["loop"], row["epochs"], row["params"]) == (
+            expected["api"], expected["loop"], 2, expected["parameters"])  # fmt: skip
+        assert row["test_accuracy"] == expected["test_accuracy"] and row["val_accuracy"] == expected["val_accuracy"]
+        assert row["wall_seconds"] == expected["wall_seconds"]
+        assert row["images_per_s"] == expected["train_images_per_second"]
+    markdown = (tmp_path / "cmp" / visualize.COMPARISON_TABLE).read_text()
+    for run_id in RUN_IDS:
+        assert f"| {run_id} |" in markdown and f"{summary(runs_folder / run_id)['test_accuracy']:.4f}" in markdown
+    assert_sane_png(tmp_path / "cmp" / visualize.COMPARISON_PLOT)
+
+
+def test_compare_prints_a_table_for_a_folder_of_runs(runs_folder: Path, run_job: RunJob, tmp_path: Path) -> None:
+    result = run_job("compare", str(runs_folder), "--output", str(tmp_path / "cmp"))
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()[:3]
+    assert header.split()[:5] == ["RUN", "API", "LOOP", "PARAMS", "EPOCHS"]
+    for line in rows:
+        cells = line.split()
+        expected = summary(runs_folder / cells[0])
+        assert cells[1:6] == [expected["api"], expected["loop"], "1,070,794", "2", f"{expected['val_accuracy']:.4f}"]
+        assert cells[6] == f"{expected['test_accuracy']:.4f}"
+
+
+def test_compare_shows_an_incomplete_run_without_test_numbers(
+    runs_folder: Path, run_job: RunJob, tmp_path: Path
+) -> None:
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    for name in ("config.json", "metrics.jsonl"):
+        shutil.copy(runs_folder / RUN_IDS[0] / name, unfinished / name)
+    result = run_job("compare", str(unfinished), "--output", str(tmp_path / "cmp"), "--json")
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)
+    assert row["status"] == "incomplete" and row["test_accuracy"] is None and row["epochs"] == 2
+    assert row["val_accuracy"] == summary(runs_folder / RUN_IDS[0])["val_accuracy"]  # From metrics.jsonl.
+
+
+def test_compare_without_a_run_exits_4(run_job: RunJob, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run_job("compare", str(tmp_path / "empty"), "--output", str(tmp_path / "cmp"))
+    assert result.returncode == 4 and "no run at" in result.stderr, result.stderr
+
+
+def test_compare_reads_and_writes_gcs(runs_folder: Path, run_job: RunJob, gcs_bucket: str) -> None:
+    for run_id in RUN_IDS:
+        for name in ("config.json", "metrics.jsonl", "summary.json"):
+            GcsStore(gcs_bucket, f"runs/{run_id}").upload_file(name, runs_folder / run_id / name)
+    result = run_job("compare", f"gs://{gcs_bucket}/runs", "--output", f"gs://{gcs_bucket}/comparison", "--json")
+    assert result.returncode == 0, result.stderr
+    accuracies = {row["run"]: row["test_accuracy"] for row in json.loads(result.stdout)}
+    assert accuracies == {run_id: summary(runs_folder / run_id)["test_accuracy"] for run_id in RUN_IDS}
+    assert set(GcsStore(gcs_bucket, "comparison").list_keys()) == {"comparison.md", "val_accuracy.png"}
+
+
+def test_a_gcs_run_publishes_its_plots(run_job: RunJob, gcs_bucket: str, tiny_tarball: Path, tmp_path: Path) -> None:
+    env = {"JOB_STAGING_DIR": str(tmp_path / "staging")}
+    result = run_job(
+        "train", *TINY_TRAIN, "--data", str(tiny_tarball), "--output", f"gs://{gcs_bucket}/runs", "--run-id", "r1",
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    store = GcsStore(gcs_bucket, "runs/r1")
+    expected = {plots.LABEL_DISTRIBUTION, plots.SAMPLE_GRID, plots.LEARNING_CURVES, plots.MODEL_SUMMARY}
+    assert expected <= {key.removeprefix("plots/") for key in store.list_keys("plots")}
+    (tmp_path / "curves.png").write_bytes(store.read_bytes(f"plots/{plots.LEARNING_CURVES}") or b"")
+    assert_sane_png(tmp_path / "curves.png", min_width=700)

@@ -1,0 +1,154 @@
+"""The pictures: each PNG decodes at a sane size, draws the numbers it was given, and never fails a run."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from job import plots, visualize
+from job.data import Cifar10, label_counts, write_tarball
+from job.progress import Reporter
+from tests.conftest import RunJob
+from tests.helpers import make_cifar_like
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Decode the whole PNG (not just its header) and return (width, height)."""
+    with Image.open(path) as image:
+        image.load()
+        assert image.format == "PNG"
+        return image.size
+
+
+def assert_sane_png(path: Path, min_width: int = 300, min_height: int = 200) -> tuple[int, int]:
+    width, height = image_size(path)
+    assert min_width <= width <= 5000 and min_height <= height <= 5000, (path.name, width, height)
+    return width, height
+
+
+def epoch_record(epoch: int, accuracy: float) -> dict[str, Any]:
+    return {"kind": "epoch", "epoch": epoch, "loss": 2.0 / epoch, "accuracy": accuracy,
+            "val_loss": 2.1 / epoch, "val_accuracy": accuracy - 0.05}  # fmt: skip
+
+
+def test_label_distribution_is_a_bar_chart_png(tmp_path: Path) -> None:
+    train = {name: 5000 for name in ("airplane", "automobile", "bird", "cat", "deer")}
+    assert_sane_png(plots.plot_label_distribution(train, train, tmp_path / "labels.png"), min_width=600)
+
+
+def test_balance_is_described_and_an_unbalanced_set_is_named() -> None:
+    assert plots.describe_balance({"cat": 50, "dog": 50}) == "balanced (50 per class)"
+    assert plots.describe_balance({"cat": 10, "dog": 90, "frog": 50}) == "unbalanced: cat 10 … dog 90"
+
+
+def test_sample_grid_samples_like_the_chapter(tmp_path: Path) -> None:
+    """`random.seed(2); random.sample(range(n), 25)`, without touching the global random state."""
+    random.seed(2)
+    assert plots.sample_indices(500) == random.sample(range(500), 25)
+    data = make_cifar_like(train_size=60, test_size=10)
+    assert_sane_png(plots.plot_sample_grid(data.x_train, data.y_train, tmp_path / "grid.png"), 500, 500)
+    assert visualize.SAMPLE_SEED == plots.SAMPLE_SEED
+
+
+def test_sample_grid_with_fewer_than_25_images(tmp_path: Path) -> None:
+    data = make_cifar_like(train_size=7, test_size=3)
+    assert plots.sample_indices(7) == random.Random(2).sample(range(7), 7)
+    assert_sane_png(plots.plot_sample_grid(data.x_train, data.y_train, tmp_path / "grid.png"))
+
+
+def test_learning_curves_add_the_step_loss_panel_when_steps_were_logged(tmp_path: Path) -> None:
+    epochs = [epoch_record(1, 0.4), epoch_record(2, 0.5), epoch_record(2, 0.55)]  # A resumed epoch 2 wins.
+    steps = [
+        {"kind": "step", "epoch": epoch, "step": step, "loss": 2.0 - epoch / 10, "batch_loss": 1.9}
+        for epoch in (1, 2)
+        for step in (100, 200)
+    ]
+    two = plots.plot_learning_curves(epochs, tmp_path / "epochs.png", "no steps", steps_per_epoch=250)
+    three = plots.plot_learning_curves(epochs + steps, tmp_path / "steps.png", "with steps", steps_per_epoch=250)
+    assert assert_sane_png(three)[0] > 1.3 * assert_sane_png(two)[0]
+    assert [record["accuracy"] for record in plots.last_records(epochs, "epoch")] == [0.4, 0.55]
+
+
+def test_compare_plot_overlays_runs(tmp_path: Path) -> None:
+    curves = {"a": [epoch_record(1, 0.3), epoch_record(2, 0.4)], "b": [epoch_record(1, 0.3), epoch_record(2, 0.4)]}
+    assert_sane_png(plots.plot_compare(curves, tmp_path / "compare.png"))
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, Any]:
+    from job.models import build_model
+
+    return {api: build_model(api) for api in ("symbolic", "imperative")}
+
+
+@needs_dot
+@pytest.mark.parametrize("api", ["symbolic", "imperative"])
+def test_model_diagram_shows_every_layer(tmp_path: Path, models: dict[str, Any], api: str) -> None:
+    model = models[api]
+    _, height = assert_sane_png(plots.plot_model_diagram(model, tmp_path / "model.png", 32))
+    assert height > 1000  # Eight layers with shapes, not the one box Keras draws for an untraced subclass.
+    summary = plots.write_model_summary(model, tmp_path / "summary.txt").read_text()
+    assert "1,070,794" in summary and "custom_class" in summary and "Param #" in summary
+
+
+def write_run_folder(folder: Path) -> None:
+    config = {"api": "symbolic", "loop": "custom", "run_id": "r", "steps_per_epoch": 200, "data": {"image_size": 32}}
+    (folder / "config.json").write_text(json.dumps(config))
+    records = [epoch_record(1, 0.3), {"kind": "step", "epoch": 2, "step": 100, "loss": 1.5}, epoch_record(2, 0.4)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records) + '{"kind": "ep')
+
+
+def test_run_plots_without_graphviz_warn_and_still_draw_the_rest(
+    tmp_path: Path, models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_run_folder(tmp_path)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    stream = io.StringIO()
+    drawn = plots.write_run_plots(tmp_path, models["symbolic"], Reporter(stream=stream))
+    assert {path.name for path in drawn} == {plots.MODEL_SUMMARY, plots.LEARNING_CURVES}
+    assert "warning: skipped model diagram: RuntimeError: Graphviz's `dot` is not on PATH" in stream.getvalue()
+    assert_sane_png(tmp_path / plots.FOLDER / plots.LEARNING_CURVES)
+
+
+def test_data_plots_never_raise(tmp_path: Path) -> None:
+    broken = Cifar10(np.zeros((3, 2), np.uint8), np.zeros((3, 1), np.int64), np.zeros((1, 2), np.uint8),
+                     np.zeros((1, 1), np.int64), "broken")  # fmt: skip
+    stream = io.StringIO()
+    drawn = plots.write_data_plots(broken, tmp_path / plots.FOLDER, Reporter(log_format="json", stream=stream))
+    assert [path.name for path in drawn] == [plots.LABEL_DISTRIBUTION]
+    warning = json.loads(stream.getvalue().splitlines()[-1])
+    assert warning["event"] == "warning" and warning["message"].startswith("skipped sample grid")
+
+
+def test_inspect_reports_an_unbalanced_dataset(run_job: RunJob, tmp_path: Path) -> None:
+    """No training: the label counts, both data pictures and data.json, for a dataset short of cats."""
+    data = make_cifar_like(train_size=200, test_size=50)
+    keep = data.y_train[:, 0] != 3
+    keep[np.flatnonzero(~keep)[:5]] = True  # Five cats left of twenty.
+    unbalanced = Cifar10(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test, "generated")
+    write_tarball(unbalanced, tmp_path / "data.tar.gz")
+
+    result = run_job("inspect", "--data", str(tmp_path / "data.tar.gz"), "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "train: unbalanced: cat 5 … airplane 20" in result.stdout and "test: balanced (5 per class)" in result.stdout
+    described = json.loads((tmp_path / "out" / "data.json").read_text())
+    assert described["train_balanced"] is False and described["test_balanced"] is True
+    assert described["train_label_counts"] == label_counts(unbalanced.y_train) and described["train_size"] == 185
+    assert_sane_png(tmp_path / "out" / plots.LABEL_DISTRIBUTION, min_width=600)
+    assert_sane_png(tmp_path / "out" / plots.SAMPLE_GRID, 500, 500)
+
+
+def test_inspect_with_missing_data_exits_3(run_job: RunJob, tmp_path: Path) -> None:
+    result = run_job("inspect", "--data", str(tmp_path / "missing.tar.gz"), "--output", str(tmp_path / "out"))
+    assert result.returncode == 3 and "does not exist" in result.stderr
+    assert not (tmp_path / "out").exists()
