@@ -62,6 +62,10 @@ compare: $(STAMP) ## Train symbolic and imperative on the same data and seed, th
 	$(PY) -m job train --api imperative --run-id compare-imperative-$(LOOP) $(COMPARE_FLAGS)
 	$(PY) -m job compare $(OUTPUT)/compare-symbolic-$(LOOP) $(OUTPUT)/compare-imperative-$(LOOP) --output $(OUTPUT)/comparison
 
+.PHONY: bench
+bench: $(STAMP) ## Our trainer vs the chapter's code, side by side (not part of test): make bench [EPOCHS=5] [ARGS="--repeats 2"].
+	$(PY) bench/benchmark.py --epochs $(EPOCHS) $(ARGS)
+
 ##@ Containers and Kubernetes
 # Empty IMAGE/BUCKET/NAMESPACE mean: use the values in k8s/base/kustomization.yaml (the one place to edit).
 IMAGE ?=
@@ -70,6 +74,10 @@ NAMESPACE ?=
 RUN ?=
 FOLLOW ?=
 OVERLAY ?=
+WORKERS ?=
+LRS ?=
+BATCH_SIZES ?=
+MOMENTUMS ?=
 ADC ?= $(HOME)/.config/gcloud/application_default_credentials.json
 LOCAL_IMAGE = $(or $(IMAGE),cifar10-job:dev)
 KUBE_FLAGS = $(if $(NAMESPACE),--namespace $(NAMESPACE))
@@ -101,13 +109,20 @@ push: ## Push the image: make push IMAGE=REGISTRY/cifar10-job:TAG (after make do
 	docker push $(IMAGE)
 
 .PHONY: k8s-render
-k8s-render: $(STAMP) ## Print the manifests kubectl apply -k would apply: make k8s-render [OVERLAY=symbolic|imperative|custom-loop].
+k8s-render: $(STAMP) ## Print the manifests kubectl apply -k would apply: make k8s-render [OVERLAY=symbolic|imperative|custom-loop|multiworker|sweep].
 	$(VENV)/bin/kubectl kustomize k8s/overlays/$(or $(OVERLAY),$(API))
 
 .PHONY: submit
-submit: $(STAMP) ## Run as a Kubernetes Job: make submit API=symbolic [LOOP= EPOCHS= IMAGE= BUCKET= NAMESPACE= FOLLOW=1].
+submit: $(STAMP) ## Run as a Kubernetes Job: make submit API=symbolic [LOOP= EPOCHS= WORKERS=2 IMAGE= BUCKET= NAMESPACE= FOLLOW=1].
 	$(PY) -m job submit --api $(API) --loop $(LOOP) --epochs $(EPOCHS) $(if $(OVERLAY),--overlay $(OVERLAY)) \
+		$(if $(WORKERS),--workers $(WORKERS)) \
 		$(if $(IMAGE),--image $(IMAGE)) $(if $(BUCKET),--bucket $(BUCKET)) $(KUBE_FLAGS) $(if $(FOLLOW),--follow)
+
+.PHONY: sweep
+sweep: $(STAMP) ## Train a grid as one Indexed Job: make sweep API=symbolic LRS=0.1,0.05,0.01 [BATCH_SIZES=200,100 EPOCHS= IMAGE= BUCKET=].
+	$(PY) -m job sweep --api $(API) --loop $(LOOP) --epochs $(EPOCHS) $(if $(LRS),--learning-rate $(LRS)) \
+		$(if $(BATCH_SIZES),--batch-size $(BATCH_SIZES)) $(if $(MOMENTUMS),--momentum $(MOMENTUMS)) \
+		$(if $(IMAGE),--image $(IMAGE)) $(if $(BUCKET),--bucket $(BUCKET)) $(KUBE_FLAGS)
 
 .PHONY: status
 status: $(STAMP) ## Show the runs' Jobs: make status [RUN=run-id] [NAMESPACE=].
@@ -118,7 +133,7 @@ logs: $(STAMP) ## Print a run's pod logs: make logs RUN=run-id [FOLLOW=1] [NAMES
 	$(PY) -m job logs $(RUN) $(KUBE_FLAGS) $(if $(FOLLOW),--follow)
 
 .PHONY: delete
-delete: $(STAMP) ## Delete a run's Job and pods (the run folder stays): make delete RUN=run-id [NAMESPACE=].
+delete: $(STAMP) ## Delete a run's Job, pods and multi-worker Service (the run folder stays): make delete RUN=run-id [NAMESPACE=].
 	$(PY) -m job delete $(RUN) $(KUBE_FLAGS)
 
 # checkov in its own venv: its packaging pin conflicts with the runtime lock (`make test` builds it).

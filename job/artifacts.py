@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from job.errors import OutputError
-from job.storage import Store
+from job.storage import LocalStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,26 @@ class RunWriter:
         local = self.store.local_root()
         self.staging = local if local is not None else (staging_root or default_staging_root()) / run_id
         self.url = self.store.url
+        self.scratch_root: Path | None = None  # Set on a worker's private copy: deleted when it is done.
+
+    def for_worker(self, worker_index: int, state: str) -> RunWriter:
+        """A private, never-published copy for a non-chief worker of a multi-worker run.
+
+        Every worker must save checkpoints (the saves are collective), but only the chief's count; the
+        others write into their own temporary folder, seeded with the run's checkpoints when resuming.
+        """
+        root = default_staging_root() / f"{self.run_id}-worker-{worker_index}"
+        if root.exists():
+            shutil.rmtree(root)
+        shadow = RunWriter(LocalStore(root), self.run_id)
+        shadow.scratch_root = root
+        shadow.staging.mkdir(parents=True)
+        if state == "resume":
+            self.store.download_tree(CHECKPOINTS, shadow.path(CHECKPOINTS))
+            metrics = self.store.read_bytes(METRICS)
+            if metrics is not None:
+                shadow.path(METRICS).write_bytes(metrics)
+        return shadow
 
     def path(self, name: str) -> Path:
         return self.staging / name
@@ -142,6 +162,11 @@ class RunWriter:
         """The last write of a run: create-only, so it marks the run complete exactly once."""
         data = (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
         self.store.write_bytes(SUMMARY, data, create_only=True)
+
+    def discard(self) -> None:
+        """Delete a worker's private copy (for_worker) once training is over."""
+        if self.scratch_root is not None:
+            shutil.rmtree(self.scratch_root, ignore_errors=True)
 
     def cleanup_staging(self) -> None:
         """After a successful publish to a remote store the local copy is no longer needed."""

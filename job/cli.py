@@ -6,6 +6,7 @@ python -m job train --api imperative --loop custom --data cifar-10-python.tar.gz
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -111,30 +112,32 @@ def train(
 ) -> None:
     """Train one model style with one loop and write a run folder (config, metrics, model, summary)."""
     from job.config import resolve_output, validate
+    from job.sweep import sweep_point
 
     signal.signal(signal.SIGTERM, _stop_before_training)
-    config = validate(
-        TrainConfig(
-            api=api,
-            loop=loop,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            momentum=momentum,
-            seed=seed,
-            validation_size=validation_size,
-            data=data,
-            output=resolve_output(output),
-            run_id=run_id,
-            overwrite=overwrite,
-            require_gpu=require_gpu,
-            precision=precision,
-            xla=xla,
-            log_format=log_format,
-            checkpoint_every_steps=checkpoint_every_steps,
-            strategy=strategy,
-        )
+    requested = TrainConfig(
+        api=api,
+        loop=loop,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        momentum=momentum,
+        seed=seed,
+        validation_size=validation_size,
+        data=data,
+        output=resolve_output(output),
+        run_id=run_id,
+        overwrite=overwrite,
+        require_gpu=require_gpu,
+        precision=precision,
+        xla=xla,
+        log_format=log_format,
+        checkpoint_every_steps=checkpoint_every_steps,
+        strategy=strategy,
     )
+    # In a sweep's Indexed Job each pod trains one grid point into its own run: <sweep name>-<index>.
+    point = sweep_point(os.environ, sweep_name=run_id or None)
+    config = validate(dataclasses.replace(requested, **point) if point else requested)
     from job.preflight import preflight
 
     prepared = preflight(config)  # Output, existing run, data and splits: all checked before TensorFlow loads.

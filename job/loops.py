@@ -15,10 +15,10 @@ from job.monitor import Monitor
 from job.pipeline import Splits, train_epoch, train_epochs
 
 
-def make_loss() -> keras.losses.Loss:
+def make_loss(reduction: str | None = "sum_over_batch_size") -> keras.losses.Loss:
     # The model ends in a softmax, so the loss takes probabilities (the chapter's custom loop wrongly
     # passed from_logits=True for the same softmax output).
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=False)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=False, reduction=reduction)
 
 
 class Evaluator:
@@ -117,21 +117,32 @@ def custom_loop(
     first_step: int,
     jit_compile: bool,
 ) -> None:
-    """The chapter's GradientTape loop; `metrics` (train_loss, train_accuracy) are checkpointed mid-epoch."""
-    loss_fn, evaluate = make_loss(), Evaluator(model)
-    train_loss, train_accuracy = metrics["train_loss"], metrics["train_accuracy"]
+    """The chapter's GradientTape loop; `metrics` (train_loss, train_accuracy) are checkpointed mid-epoch.
 
-    @tf.function(jit_compile=jit_compile)
-    def train_step(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    Written for tf.distribute (it is the plain chapter loop under the default strategy): each replica
+    averages its examples' losses over the *global* batch, and the optimizer sums the replicas' gradients.
+    """
+    strategy = model.distribute_strategy  # The strategy the model was built under (or the default one).
+    loss_fn, evaluate = make_loss(reduction=None), Evaluator(model)
+    train_loss, train_accuracy = metrics["train_loss"], metrics["train_accuracy"]
+    global_batch = splits.batch_size
+
+    def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             probabilities = model(images, training=True)
-            loss = loss_fn(labels, probabilities)
+            example_losses = loss_fn(labels, probabilities)
+            loss = tf.nn.compute_average_loss(example_losses, global_batch_size=global_batch)
             scaled_loss = optimizer.scale_loss(loss)  # Loss scaling under mixed_float16; a no-op otherwise.
         gradients = tape.gradient(scaled_loss, model.trainable_variables)
         optimizer.apply(gradients, model.trainable_variables)
-        train_loss.update_state(loss)
+        train_loss.update_state(example_losses)
         train_accuracy.update_state(labels, probabilities)
         return loss
+
+    @tf.function(jit_compile=jit_compile)
+    def train_step(batch: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        replica_losses = strategy.run(replica_step, args=batch)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, replica_losses, axis=None)
 
     for epoch in range(first_epoch, epochs):
         skip = first_step if epoch == first_epoch else 0
@@ -140,12 +151,12 @@ def custom_loop(
             train_accuracy.reset_state()
         monitor.epoch_begin(epoch, skip)
         step = skip
-        for images, labels in train_epoch(splits, seed, epoch, skip_steps=skip):
-            batch_loss = train_step(images, labels)
+        for batch in strategy.experimental_distribute_dataset(train_epoch(splits, seed, epoch, skip_steps=skip)):
+            batch_loss = train_step(batch)
             step += 1
             monitor.step_end(epoch, step, train_loss.result(), batch_loss)
             if monitor.stop_requested:
-                monitor.save_position(epoch, step)  # This loop can resume mid-epoch: keep every step done.
+                monitor.stopped_at(epoch, step)  # This loop can resume mid-epoch: keep every step done.
                 return
         validation = evaluate(splits.validation)
         monitor.epoch_end(

@@ -30,6 +30,7 @@ class Monitor:
         steps_per_epoch: int,
         batch_size: int,
         checkpoint_every_steps: int = 0,
+        save_on_stop: bool = True,
     ) -> None:
         self.writer = writer
         self.reporter = reporter
@@ -38,6 +39,7 @@ class Monitor:
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
         self.checkpoint_every_steps = checkpoint_every_steps
+        self.save_on_stop = save_on_stop
         self.stop_requested = False
         self.epoch_records: list[dict[str, Any]] = [r for r in writer.read_metrics() if r["kind"] == "epoch"]
         self.tensorboard = tf.summary.create_file_writer(str(writer.path(TENSORBOARD)))
@@ -71,6 +73,11 @@ class Monitor:
         if step == self.steps_per_epoch:
             self._train_ended = time.monotonic()
         if self.checkpoint_every_steps and step % self.checkpoint_every_steps == 0 and step < self.steps_per_epoch:
+            self.save_position(epoch, step)
+
+    def stopped_at(self, epoch: int, step: int) -> None:
+        """The loop stopped on request after `step` steps of `epoch`: keep them if this run can."""
+        if self.save_on_stop:
             self.save_position(epoch, step)
 
     def save_position(self, epoch: int, step: int) -> None:

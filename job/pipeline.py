@@ -53,7 +53,7 @@ def make_splits(data: Cifar10, batch_size: int, validation_size: int) -> Splits:
 
 def _evaluation_dataset(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(EVAL_BATCH_SIZE)
-    return dataset.cache().prefetch(tf.data.AUTOTUNE)
+    return dataset.cache().prefetch(tf.data.AUTOTUNE).with_options(shard_by_data())
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -67,7 +67,15 @@ def train_epoch(splits: Splits, seed: int, epoch: int, skip_steps: int = 0) -> t
     order = tf.data.Dataset.range(splits.train_size).shuffle(splits.train_size, seed=epoch_seed(seed, epoch))
     batches = order.batch(splits.batch_size, drop_remainder=True).skip(skip_steps)
     batches = batches.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
-    return batches.prefetch(tf.data.AUTOTUNE)
+    return batches.prefetch(tf.data.AUTOTUNE).with_options(shard_by_data())
+
+
+def shard_by_data() -> tf.data.Options:
+    """Multi-worker: every worker builds the same batches and keeps its slice of each (there are no files to
+    shard by), so the global batch is the one a single worker would train on."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
 
 
 def train_epochs(splits: Splits, seed: int, first_epoch: int, epochs: int) -> tf.data.Dataset:

@@ -6,12 +6,14 @@ TensorFlow's start-up logs (or, worse, after a GPU node was scheduled for it).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from job import data
 from job.artifacts import CONFIG, RunWriter
-from job.config import TrainConfig
+from job.cluster_env import is_chief, resolve_tf_config
+from job.config import StrategyKind, TrainConfig
 from job.errors import UsageError
 from job.storage import open_store
 
@@ -23,6 +25,7 @@ class Prepared:
     writer: RunWriter
     resuming: bool
     dataset: data.Cifar10
+    is_chief: bool = True
 
 
 def preflight(config: TrainConfig) -> Prepared:
@@ -32,14 +35,25 @@ def preflight(config: TrainConfig) -> Prepared:
             "--require-gpu is set but this machine or container has no NVIDIA GPU device "
             "(no /dev/nvidia0): request nvidia.com/gpu for the pod or run docker with --gpus all"
         )
+    worker = this_worker(config)
     writer = RunWriter(open_store(config.output), config.run_id)
     state = writer.inspect(config.overwrite)
     if state == "resume":
         check_resumable(writer, config)
     dataset = data.load(config.data)
     check_splits(dataset, config.batch_size, config.validation_size)
+    if worker is not None:  # A non-chief worker of a multi-worker run: nothing of it is published.
+        return Prepared(writer.for_worker(worker, state), state == "resume", dataset, is_chief=False)
     writer.begin(state)
     return Prepared(writer, state == "resume", dataset)
+
+
+def this_worker(config: TrainConfig) -> int | None:
+    """This process's worker index when it is a non-chief worker of a multi-worker run, else None."""
+    if config.strategy not in (StrategyKind.auto, StrategyKind.multiworker):
+        return None
+    tf_config = resolve_tf_config(os.environ)
+    return None if is_chief(tf_config) else int(tf_config["task"]["index"])  # type: ignore[index]
 
 
 # Settings that must match for a rerun to continue an unfinished run (epochs may grow; paths may move).

@@ -7,6 +7,7 @@ model and `summary.json` once, at the very end.
 
 from __future__ import annotations
 
+import os
 import platform
 import signal
 import socket
@@ -25,10 +26,11 @@ import tensorflow as tf
 
 from job import data as data_module
 from job import devices as devices_module
-from job import plots
+from job import hypertune, plots
 from job.artifacts import CHECKPOINTS, CONFIG, KERAS_MODEL, SAVED_MODEL, TENSORBOARD, RunWriter
 from job.checkpoints import Checkpointer
 from job.config import Loop, TrainConfig
+from job.distribute import Distribution, make_distribution, prepare_fit
 from job.errors import Interrupted, OutputError, UsageError
 from job.loops import Evaluator, custom_loop, fit_loop
 from job.models import build_model
@@ -37,39 +39,47 @@ from job.pipeline import make_splits
 from job.preflight import Prepared
 from job.progress import Reporter
 
-# Settings that must match for a rerun to continue an unfinished run (epochs may grow; paths may move).
-RESUME_KEYS = ("api", "loop", "batch_size", "learning_rate", "momentum", "seed", "validation_size", "precision")
+PEER_LOST_ERRORS = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError)
 
 
 def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
     """Train, evaluate and publish one run; `prepared` holds what job.preflight checked without TensorFlow."""
     started = time.monotonic()
     reporter = Reporter(config.log_format.value)
-    writer, resuming, dataset = prepared.writer, prepared.resuming, prepared.dataset
+    writer, dataset = prepared.writer, prepared.dataset
     devices = devices_module.detect()
-    reporter.event("devices", seen="; ".join(devices.describe()))
+    distribution = make_distribution(config.strategy, len(devices.gpus))  # Before any other TensorFlow op.
+    reporter.event("devices", seen="; ".join(devices.describe()), **distribution.describe())
     if config.require_gpu:
         devices_module.require_gpu(devices)
+    check_global_batch(config.batch_size, distribution.replicas)
     precision = devices_module.resolve_precision(config.precision, devices)
     jit_compile = devices_module.resolve_xla(config.xla, devices)
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
 
     splits = make_splits(dataset, config.batch_size, config.validation_size)
-    model = build_model(config.api.value, dataset.image_size)
-    optimizer = make_optimizer(config, precision)
-    optimizer.build(model.trainable_variables)
-    train_metrics = {"train_loss": keras.metrics.Mean(), "train_accuracy": keras.metrics.SparseCategoricalAccuracy()}
+    with distribution.strategy.scope():
+        model = build_model(config.api.value, dataset.image_size)
+        optimizer = make_optimizer(config, precision)
+        optimizer.build(model.trainable_variables)
+        train_metrics = {
+            "train_loss": keras.metrics.Mean(),
+            "train_accuracy": keras.metrics.SparseCategoricalAccuracy(),
+        }
     checkpointer = Checkpointer(writer.path(CHECKPOINTS), model, optimizer, train_metrics)
-    first_epoch, first_step = checkpointer.restore() if resuming else (0, 0)
+    first_epoch, first_step = checkpointer.restore() if prepared.resuming else (0, 0)
+    if config.loop == Loop.fit:
+        first_step = 0  # fit resumes at epoch boundaries; a mid-epoch checkpoint repeats that epoch.
 
     settings = {**config.to_json(), "precision": precision, "precision_requested": config.precision.value}
-    record = describe_run(settings, jit_compile, devices, dataset, splits.steps_per_epoch, model)
-    if resuming:
+    record = describe_run(settings, jit_compile, devices, distribution, dataset, splits.steps_per_epoch, model)
+    if prepared.resuming:
         record = resumed_record(writer, record, first_epoch, first_step)
     writer.keep_metrics_through(first_epoch, first_step)
     writer.write_json(CONFIG, record)
-    plots.write_data_plots(dataset, writer.path(plots.FOLDER), reporter)  # Never raises: warns instead.
+    if prepared.is_chief:
+        plots.write_data_plots(dataset, writer.path(plots.FOLDER), reporter)  # Never raises: warns instead.
     reporter.event(
         "resuming" if first_epoch or first_step else "training",
         run=writer.url,
@@ -88,8 +98,11 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
         splits.steps_per_epoch,
         config.batch_size,
         config.checkpoint_every_steps if config.loop == Loop.custom else 0,
+        save_on_stop=distribution.workers == 1,  # A lone stopping worker cannot join a collective save.
     )
-    with stop_on_signals(monitor):
+    if distribution.kind != "none" and config.loop == Loop.fit:
+        prepare_fit(model, dataset.image_size)
+    with stop_on_signals(monitor), peers_lost_is_retryable(distribution):
         if first_epoch < config.epochs:
             train_model(config, model, optimizer, splits, monitor, train_metrics, first_epoch, first_step, jit_compile)
     if monitor.stop_requested:
@@ -98,9 +111,42 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
             f"stopped by a signal; training state saved in {writer.url}/{CHECKPOINTS}: "
             f"rerun the same command with --run-id {config.run_id} to resume"
         )
+    if not prepared.is_chief:
+        writer.discard()
+        reporter.event("worker finished", worker=distribution.worker_index, published="nothing (the chief publishes)")
+        return {}
 
     test = Evaluator(model)(splits.test)
-    return publish(writer, reporter, config, model, dataset.image_size, monitor, test, started)
+    summary = publish(writer, reporter, config, model, dataset.image_size, monitor, test, started)
+    if summary["val_accuracy"] is not None:
+        hypertune.report("val_accuracy", summary["val_accuracy"], summary["epochs"], os.environ)
+    return summary
+
+
+def check_global_batch(batch_size: int, replicas: int) -> None:
+    if batch_size % replicas:
+        raise UsageError(
+            f"--batch-size {batch_size} does not split evenly over {replicas} replicas: "
+            f"use a multiple of {replicas} (it is the global batch)"
+        )
+
+
+@contextmanager
+def peers_lost_is_retryable(distribution: Distribution) -> Iterator[None]:
+    """In a multi-worker run, a peer that went away (preempted, evicted) fails the collectives of the others.
+
+    That is an interruption, not a bug: exit 75 so the Job restarts every worker without counting it, and
+    they all resume from the last checkpoint.
+    """
+    try:
+        yield
+    except PEER_LOST_ERRORS as error:
+        if distribution.workers == 1:
+            raise
+        reason = str(error).splitlines()[0][:200]
+        raise Interrupted(
+            f"lost contact with another worker ({type(error).__name__}: {reason}): resume by rerunning"
+        ) from None
 
 
 def make_optimizer(config: TrainConfig, precision: str) -> keras.optimizers.Optimizer:
@@ -167,6 +213,7 @@ def describe_run(
     settings: dict[str, Any],
     jit_compile: bool,
     devices: devices_module.Devices,
+    distribution: Distribution,
     dataset: data_module.Cifar10,
     steps_per_epoch: int,
     model: keras.Model,
@@ -192,6 +239,7 @@ def describe_run(
             "test_balanced": len(set(test_counts.values())) == 1,
         },
         "devices": devices.describe(),
+        "distribution": distribution.describe(),
         "versions": {
             "python": platform.python_version(),
             "tensorflow": tf.__version__,
@@ -206,14 +254,12 @@ def describe_run(
 
 
 def resumed_record(writer: RunWriter, record: dict[str, Any], first_epoch: int, first_step: int) -> dict[str, Any]:
-    """Refuse to continue a run with different settings; keep its first start time and count attempts."""
+    """Refuse to continue in another precision (job.preflight checked the rest); keep the first start time."""
     previous = writer.read_json(CONFIG) or {}
-    changed = [key for key in RESUME_KEYS if key in previous and previous[key] != record[key]]
-    if changed:
-        differences = ", ".join(f"{key} {previous[key]!r} → {record[key]!r}" for key in changed)
+    if previous.get("precision", record["precision"]) != record["precision"]:
         raise UsageError(
-            f"run {writer.url} was started with other settings ({differences}): "
-            "rerun with the original flags to resume it, or pick a new --run-id"
+            f"run {writer.url} was trained in {previous['precision']}, this machine resolves "
+            f"--precision to {record['precision']}: pass --precision {previous['precision']} to resume it"
         )
     resumed = {"epoch": first_epoch + 1, "step": first_step, "at": record["started_at"]}
     return {
@@ -226,8 +272,6 @@ def resumed_record(writer: RunWriter, record: dict[str, Any], first_epoch: int, 
 
 def git_commit() -> str | None:
     """The source commit: $GIT_COMMIT (set at image build) or the checkout's HEAD."""
-    import os
-
     if os.environ.get("GIT_COMMIT"):
         return os.environ["GIT_COMMIT"]
     try:

@@ -9,6 +9,7 @@ schedules or runs the Job: no Job controller or kubelet runs behind the double.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,100 @@ def test_status_logs_and_delete(kube_api: ApiDouble, capsys: pytest.CaptureFixtu
     assert request.url.path == f"{JOBS}/run-1" and request.params["propagationPolicy"] == "Background"
     code, _, err = run_cli(["status", "run-1", "--namespace", NAMESPACE], capsys)
     assert code == 2 and err == "error: Job run-1 not found in namespace 'cifar10-test'\n"
+
+
+# Multi-worker runs: the Job plus its headless Service and NetworkPolicy, owned by the Job.
+SERVICES = f"/api/v1/namespaces/{NAMESPACE}/services"
+POLICIES = f"/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/networkpolicies"
+JOB_UID = "0b7c6f5e-1d2a-4c3b-9e8f-7a6b5c4d3e2f"
+
+
+def assign_uid(double: ApiDouble) -> None:
+    """Answer Job creation as a real API server does: with the stored object and its new uid."""
+    (
+        double.handler[f"post {JOBS}"]
+        << 201
+        << (lambda request: {**request.data, "metadata": {**request.data["metadata"], "uid": JOB_UID}})
+    )
+
+
+def expected_multiworker(workers: int) -> list[dict[str, Any]]:
+    """The multiworker overlay as rendered, changed exactly as docs/scaleout.md says submit --workers does."""
+    documents = render.render(render.KUSTOMIZE_DIR / "overlays" / "multiworker")
+    job = expected_job("multiworker", "symbolic", "fit", [])
+    job["spec"]["completions"] = job["spec"]["parallelism"] = workers
+    job["spec"]["template"]["spec"]["subdomain"] = "run-1"
+    for entry in job["spec"]["template"]["spec"]["containers"][0]["env"]:
+        entry.update({"JOB_WORKERS": {"value": str(workers)}, "JOB_SERVICE": {"value": "run-1"}}.get(entry["name"], {}))
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "run-1", "uid": JOB_UID}
+    companions = []
+    for kind in ("Service", "NetworkPolicy"):
+        (document,) = [
+            found for found in render.find(documents, kind) if found["metadata"]["name"] == "cifar10-multiworker"
+        ]
+        text = json.dumps(document).replace('"cifar10-multiworker"', '"run-1"')
+        document = json.loads(text)
+        document["metadata"].update(namespace=NAMESPACE, ownerReferences=[owner])
+        companions.append(document)
+    return [job, *companions]
+
+
+def test_submit_workers_creates_the_job_then_its_service_and_policy(
+    kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assign_uid(kube_api)
+    code, out, err = run_cli([*SUBMIT, "--workers", "3"], capsys)
+    assert (code, err) == (0, "")
+    requests = kube_api.requests("post")
+    assert [request.url.path for request in requests] == [JOBS, SERVICES, POLICIES]
+    assert [request.data for request in requests] == expected_multiworker(3)
+    service = requests[1].data
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["selector"]["cifar10-job/run-id"] == "run-1"
+    assert out.startswith(
+        f"created Job run-1 in namespace {NAMESPACE}\ncreated Service run-1 in namespace {NAMESPACE}\n"
+        f"created NetworkPolicy run-1 in namespace {NAMESPACE}\n"
+    )
+
+
+def test_a_refused_service_deletes_the_job_again(kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]) -> None:
+    assign_uid(kube_api)
+    message = 'services is forbidden: User "tester" cannot create resource "services"'
+    kube_api.respond("post", SERVICES, 403, status_body(403, "Forbidden", message))
+    code, _, err = run_cli([*SUBMIT, "--workers", "2"], capsys)
+    assert code == 2
+    assert err == (
+        f"error: the cluster refused Service run-1 (403): {message}; check your credentials and RBAC "
+        "(Job run-1 deleted again)\n"
+    )
+    (request,) = kube_api.requests("delete")
+    assert request.url.path == f"{JOBS}/run-1"
+    assert [request.url.path for request in kube_api.requests("post")] == [JOBS, SERVICES]  # No NetworkPolicy.
+
+
+def test_delete_removes_a_multiworker_runs_service_and_policy(
+    kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assign_uid(kube_api)
+    assert run_cli([*SUBMIT, "--workers", "2"], capsys)[0] == 0
+    code, out, _ = run_cli(["delete", "run-1", "--namespace", NAMESPACE], capsys)
+    assert code == 0
+    assert out == "".join(
+        f"deleted {kind} run-1 in namespace {NAMESPACE}\n" for kind in ("Job", "Service", "NetworkPolicy")
+    )
+    paths = [request.url.path for request in kube_api.requests("delete")]
+    assert paths == [f"{JOBS}/run-1", f"{SERVICES}/run-1", f"{POLICIES}/run-1"]
+
+
+def test_delete_leaves_a_same_named_service_of_someone_else(
+    kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(SUBMIT, capsys)[0] == 0  # A one-worker run: no Service of its own.
+    kube_api.handler.objects["v1/services", NAMESPACE, "run-1"] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "run-1", "namespace": NAMESPACE, "labels": {"app": "other"}},
+        "spec": {"clusterIP": "None"},
+    }
+    code, out, _ = run_cli(["delete", "run-1", "--namespace", NAMESPACE], capsys)
+    assert (code, out) == (0, f"deleted Job run-1 in namespace {NAMESPACE}\n")
+    assert [request.url.path for request in kube_api.requests("delete")] == [f"{JOBS}/run-1"]

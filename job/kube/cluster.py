@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from job.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_OUTPUT, EXIT_USAGE, JobError, OutputError, UsageError
-from job.kube.render import CONTAINER, JOB_NAME_LABEL, Manifest
+from job.kube.render import CONTAINER, JOB_NAME_LABEL, LABEL_RUN_ID, Manifest
 
 CONTRACT_CODES = {EXIT_USAGE, EXIT_DATA, EXIT_OUTPUT, EXIT_DIVERGED}  # Exit codes the Job fails on at once.
 
@@ -86,16 +86,74 @@ def api_errors(namespace: str, what: str) -> Iterator[None]:
         raise JobError(f"cannot reach the Kubernetes API server: {error}") from None
 
 
-def create_job(api: Any, job: Manifest) -> None:
+# What a submit creates, by kind: the client's model, API class and the suffix of its *_namespaced_* methods.
+KINDS = {
+    "Job": ("V1Job", "BatchV1Api", "job"),
+    "Service": ("V1Service", "CoreV1Api", "service"),
+    "NetworkPolicy": ("V1NetworkPolicy", "NetworkingV1Api", "network_policy"),
+}
+
+
+def _method(api: Any, kind: str, verb: str) -> Any:
+    """The client's bound `<verb>_namespaced_<kind>` method, e.g. CoreV1Api(api).create_namespaced_service."""
     from kubernetes import client
 
-    namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+    _, api_class, suffix = KINDS[kind]
+    return getattr(getattr(client, api_class)(api), f"{verb}_namespaced_{suffix}")
+
+
+def create_object(api: Any, document: Manifest) -> Manifest:
+    """Create a Job, Service or NetworkPolicy; the server's copy (with its uid) as plain JSON."""
+    kind, namespace, name = document["kind"], document["metadata"]["namespace"], document["metadata"]["name"]
     try:  # The client's own models check the body first, e.g. that every quantity is a string.
-        body = api.deserialize(json.dumps(job), "V1Job", "application/json")
+        body = api.deserialize(json.dumps(document), KINDS[kind][0], "application/json")
     except ValueError as error:
-        raise UsageError(f"the rendered Job is not a valid batch/v1 Job: {error}".replace("\n", " ")) from None
-    with api_errors(namespace, f"Job {name}"):
-        client.BatchV1Api(api).create_namespaced_job(namespace, body)
+        raise UsageError(f"the rendered {kind} is not valid: {error}".replace("\n", " ")) from None
+    with api_errors(namespace, f"{kind} {name}"):
+        created = _method(api, kind, "create")(namespace, body)
+    return dict(api.sanitize_for_serialization(created))
+
+
+def create_job(api: Any, job: Manifest) -> Manifest:
+    return create_object(api, job)
+
+
+def create_with_companions(api: Any, job: Manifest, companions: list[Manifest]) -> None:
+    """Create the Job, then its Service/NetworkPolicy owned by it; if one of those fails, delete the Job again."""
+    from job.kube.indexed import owned_by
+
+    created = create_job(api, job)
+    try:
+        for document in companions:
+            create_object(api, owned_by(document, created))
+    except JobError as error:
+        name = job["metadata"]["name"]
+        try:  # Workers without their Service could never find each other.
+            delete_job(api, job["metadata"]["namespace"], name)
+            outcome = f"Job {name} deleted again"
+        except JobError as rollback:
+            outcome = f"deleting Job {name} failed too: {rollback}; delete it with `python -m job delete {name}`"
+        raise type(error)(f"{error} ({outcome})") from None
+
+
+def delete_companions(api: Any, namespace: str, name: str) -> list[str]:
+    """Delete the run's Service and NetworkPolicy if it has them (named and labelled as the run); what went."""
+    from kubernetes.client.exceptions import ApiException
+
+    deleted = []
+    for kind in ("Service", "NetworkPolicy"):
+        try:
+            found = api.sanitize_for_serialization(_method(api, kind, "read")(name, namespace))
+            if (found["metadata"].get("labels") or {}).get(LABEL_RUN_ID) != name:
+                continue  # Someone else's object with the same name.
+            _method(api, kind, "delete")(name, namespace)
+        except ApiException as error:
+            if error.status == 404:  # None (a one-worker run), or the garbage collector was first.
+                continue
+            with api_errors(namespace, f"{kind} {name}"):
+                raise
+        deleted.append(f"{kind} {name}")
+    return deleted
 
 
 def read_job(api: Any, namespace: str, name: str) -> Manifest:

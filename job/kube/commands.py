@@ -1,8 +1,10 @@
-"""`python -m job submit|status|logs|delete`: run training as a Kubernetes Job and watch it.
+"""`python -m job submit|sweep|status|logs|delete`: run training as Kubernetes Jobs and watch them.
 
     python -m job submit --api symbolic --image REGISTRY/cifar10-job:0.1.0 --bucket BUCKET --follow
     python -m job status cifar10-symbolic-fit-20261126-153000-3f9a
     python -m job logs cifar10-symbolic-fit-20261126-153000-3f9a --follow
+    python -m job submit --workers 2      # k8s/overlays/multiworker: an Indexed Job plus its headless Service
+    python -m job sweep --learning-rate 0.1,0.05,0.01 --batch-size 200,100 --dry-run
 
 Submit renders k8s/overlays/<overlay> (the files `kubectl apply -k` uses), sets this run's name,
 labels, image and flags, and creates the Job through the official `kubernetes` client.
@@ -10,14 +12,18 @@ labels, image and flags, and creates the Job through the official `kubernetes` c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from job.config import Api, Loop
 from job.errors import UsageError
+
+if TYPE_CHECKING:
+    from job.kube.render import RunSpec
 
 KustomizeDir = Annotated[
     Path | None,
@@ -27,47 +33,115 @@ Namespace = Annotated[
     str | None, typer.Option(envvar="JOB_NAMESPACE", help="Default: the one in k8s/base/kustomization.yaml.")
 ]
 RunId = Annotated[str, typer.Argument(help="The run id, which is the Job's name.")]
+ApiOption = Annotated[Api | None, typer.Option(help="Model style (default: the overlay's).")]
+LoopOption = Annotated[Loop | None, typer.Option(help="Training loop (default: the overlay's).")]
+Epochs = Annotated[int | None, typer.Option(help="Default: JOB_EPOCHS in the ConfigMap.")]
+Image = Annotated[str | None, typer.Option(envvar="IMAGE", help="Default: images: in k8s/base.")]
+Bucket = Annotated[str | None, typer.Option(envvar="BUCKET", help="gs://BUCKET/data in, gs://BUCKET/runs out.")]
 APP_SELECTOR = "app.kubernetes.io/name=cifar10-job"
+SWEEP_PARALLELISM = 4  # Default pods (GPUs) at once for a sweep: min(grid size, this).
+
+
+def run_spec(
+    run_id: str, api: Api | None, loop: Loop | None, epochs: int | None, where: tuple[str | None, ...]
+) -> RunSpec:
+    """The RunSpec for `build_job`; where = (image, namespace, bucket)."""
+    from job.kube import render
+
+    if epochs is not None and epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {epochs}")
+    train_args = ("--epochs", str(epochs)) if epochs is not None else ()
+    image, namespace, bucket = where
+    return render.RunSpec(run_id, api and api.value, loop and loop.value, image, namespace, bucket, train_args)
 
 
 def submit(
     api: Annotated[Api | None, typer.Option(help="Model style (default: the overlay's); picks the overlay.")] = None,
-    loop: Annotated[Loop | None, typer.Option(help="Training loop (default: the overlay's).")] = None,
+    loop: LoopOption = None,
     overlay: Annotated[
-        str | None, typer.Option(help="k8s/overlays/<name> (default: the --api value, else symbolic).")
+        str | None,
+        typer.Option(help="k8s/overlays/<name> (default: multiworker with --workers 2+, else the --api value)."),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Default: JOB_EPOCHS in the ConfigMap.")] = None,
-    image: Annotated[str | None, typer.Option(envvar="IMAGE", help="Default: images: in k8s/base.")] = None,
-    bucket: Annotated[
-        str | None, typer.Option(envvar="BUCKET", help="gs://BUCKET/data in, gs://BUCKET/runs out.")
-    ] = None,
+    epochs: Epochs = None,
+    image: Image = None,
+    bucket: Bucket = None,
     namespace: Namespace = None,
     run_id: Annotated[str, typer.Option(help="Job name and run id (default: cifar10-api-loop-time-suffix).")] = "",
     kustomize_dir: KustomizeDir = None,
     follow: Annotated[bool, typer.Option(help="Stream the logs and exit with the Job's outcome.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Print the Job as JSON instead of creating it.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="2 or more: that many GPU pods under MultiWorkerMirroredStrategy, one Indexed Job."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the Job (multi-worker: a List with its Service) instead of creating it.")
+    ] = False,
 ) -> None:
     """Create a training Job from k8s/overlays/<overlay> and print where its results will appear."""
-    from job.kube import cluster, render
+    from job.kube import cluster, indexed, render
 
-    if epochs is not None and epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {epochs}")
-    documents = render.render(render.overlay_dir(overlay or (api or Api.symbolic).value, kustomize_dir))
-    train_args = ("--epochs", str(epochs)) if epochs is not None else ()
-    spec = render.RunSpec(run_id, api and api.value, loop and loop.value, image, namespace, bucket, train_args)
-    job = render.build_job(documents, spec)
-    name = job["metadata"]["name"]
+    default_overlay = "multiworker" if (workers or 1) > 1 else (api or Api.symbolic).value
+    documents = render.render(render.overlay_dir(overlay or default_overlay, kustomize_dir))
+    job = render.build_job(documents, run_spec(run_id, api, loop, epochs, (image, namespace, bucket)))
+    objects = indexed.companions(documents)
+    if objects or (workers or 1) > 1:  # The multiworker overlay, or --workers 2+ with another overlay (refused).
+        (rendered,) = render.find(documents, "Job")
+        objects = indexed.make_multiworker(job, objects, rendered["metadata"]["name"], workers)
     if dry_run:
-        typer.echo(json.dumps(job, indent=2))
+        typer.echo(
+            json.dumps({"apiVersion": "v1", "kind": "List", "items": [job, *objects]} if objects else job, indent=2)
+        )
         return
+    name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
     client = cluster.connect()
-    cluster.create_job(client, job)
-    namespace = job["metadata"]["namespace"]
-    typer.echo(f"created Job {name} in namespace {namespace}")
+    cluster.create_with_companions(client, job, objects)
+    for document in [job, *objects]:
+        typer.echo(f"created {document['kind']} {name} in namespace {namespace}")
     typer.echo(f"results: {render.output_location(job)}")
     typer.echo(f"follow:  python -m job logs {name} --namespace {namespace} --follow")
     if follow:
         cluster.follow(client, namespace, name)
+
+
+def sweep(
+    learning_rate: Annotated[str | None, typer.Option(help="Comma-separated values, e.g. 0.1,0.05,0.01.")] = None,
+    batch_size: Annotated[str | None, typer.Option(help="Comma-separated values, e.g. 200,100.")] = None,
+    momentum: Annotated[str | None, typer.Option(help="Comma-separated values, e.g. 0.9,0.8.")] = None,
+    api: ApiOption = None,
+    loop: LoopOption = None,
+    epochs: Epochs = None,
+    parallelism: Annotated[
+        int | None, typer.Option(help=f"Points trained at once (default: min(grid size, {SWEEP_PARALLELISM})).")
+    ] = None,
+    image: Image = None,
+    bucket: Bucket = None,
+    namespace: Namespace = None,
+    run_id: Annotated[str, typer.Option(help="The sweep's name; point i is the run <name>-<i>.")] = "",
+    kustomize_dir: KustomizeDir = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the Job as JSON instead of creating it.")] = False,
+) -> None:
+    """Train every point of a grid (the cartesian product of the lists) as one Indexed Job, one run per point."""
+    from job import sweep as sweeps
+    from job.kube import cluster, indexed, render
+
+    given = {"learning_rate": learning_rate, "batch_size": batch_size, "momentum": momentum}
+    grid = sweeps.expand_grid({field: sweeps.parse_values(field, text) for field, text in given.items() if text})
+    documents = render.render(render.overlay_dir("sweep", kustomize_dir))
+    spec = run_spec(run_id, api, loop, epochs, (image, namespace, bucket))
+    job = render.build_job(documents, dataclasses.replace(spec, name_prefix="cifar10-sweep"))
+    indexed.make_sweep(
+        job, sweeps.encode(grid), len(grid), min(len(grid), SWEEP_PARALLELISM) if parallelism is None else parallelism
+    )
+    if dry_run:
+        typer.echo(json.dumps(job, indent=2))
+        return
+    name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
+    client = cluster.connect()
+    cluster.create_job(client, job)
+    runs = [f"{render.output_location(job)}-{index}" for index in range(len(grid))]
+    typer.echo(f"created Job {name} in namespace {namespace}: {len(grid)} points, {job['spec']['parallelism']} at once")
+    typer.echo(f"results: {runs[0]} ... {runs[-1]}" if len(runs) > 1 else f"results: {runs[0]}")
+    typer.echo(f"compare: python -m job compare {' '.join(runs)}")
 
 
 def status(
@@ -111,12 +185,15 @@ def logs(
 
 
 def delete(run_id: RunId, namespace: Namespace = None, kustomize_dir: KustomizeDir = None) -> None:
-    """Delete the run's Job and its pods (the run folder in the bucket is kept)."""
+    """Delete the run's Job and its pods, and a multi-worker run's Service (the run folder in the bucket is kept)."""
     from job.kube import cluster
 
     namespace = namespace or default_namespace(kustomize_dir)
-    cluster.delete_job(cluster.connect(), namespace, run_id)
+    client = cluster.connect()
+    cluster.delete_job(client, namespace, run_id)
     typer.echo(f"deleted Job {run_id} in namespace {namespace}")
+    for deleted in cluster.delete_companions(client, namespace, run_id):
+        typer.echo(f"deleted {deleted} in namespace {namespace}")
 
 
 def default_namespace(kustomize_dir: Path | None) -> str:
@@ -134,5 +211,5 @@ def default_namespace(kustomize_dir: Path | None) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the Kubernetes commands to the CLI."""
-    for command in (submit, status, logs, delete):
+    for command in (submit, sweep, status, logs, delete):
         app.command()(command)

@@ -50,6 +50,7 @@ class RunSpec:
     namespace: str | None = None
     bucket: str | None = None
     train_args: tuple[str, ...] = ()
+    name_prefix: str = "cifar10"  # Of a new unique name: cifar10-sweep for sweeps.
 
 
 def find_kubectl() -> str:
@@ -85,10 +86,10 @@ def render(directory: Path) -> list[Manifest]:
     return [document for document in yaml.safe_load_all(result.stdout) if document]
 
 
-def new_run_name(api: str, loop: str) -> str:
-    """cifar10-<api>-<loop>-<UTC time>-<4 hex>: unique, sortable, a valid Job name and run id."""
+def new_run_name(api: str, loop: str, prefix: str = "cifar10") -> str:
+    """<prefix>-<api>-<loop>-<UTC time>-<4 hex>: unique, sortable, a valid Job name and run id."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return f"cifar10-{api}-{loop}-{stamp}-{secrets.token_hex(2)}"
+    return f"{prefix}-{api}-{loop}-{stamp}-{secrets.token_hex(2)}"
 
 
 def check_job_name(name: str) -> str:
@@ -152,7 +153,7 @@ def build_job(documents: list[Manifest], spec: RunSpec) -> Manifest:
     inline_config_maps(container, find(documents, "ConfigMap"))
     labels = job["spec"]["template"]["metadata"].get("labels", {})
     api, loop = spec.api or labels.get(LABEL_API, "symbolic"), spec.loop or labels.get(LABEL_LOOP, "fit")
-    name = check_job_name(spec.name) if spec.name else new_run_name(api, loop)
+    name = check_job_name(spec.name) if spec.name else new_run_name(api, loop, spec.name_prefix)
     job["metadata"]["name"] = name
     if spec.namespace:
         job["metadata"]["namespace"] = spec.namespace
