@@ -3,7 +3,8 @@
 API ?= symbolic
 LOOP ?= fit
 EPOCHS ?= 5
-DATA ?=
+# The shared copy of CIFAR-10 when this checkout sits next to one (machines without internet); else Keras downloads it.
+DATA ?= $(wildcard ../shared/data/cifar10/cifar-10-python.tar.gz)
 OUTPUT ?= runs
 ARGS ?=
 
