@@ -44,6 +44,7 @@ class RunWriter:
         self.staging = local if local is not None else (staging_root or default_staging_root()) / run_id
         self.url = self.store.url
         self.scratch_root: Path | None = None  # Set on a worker's private copy: deleted when it is done.
+        self.mirrors: dict[str, Store] = {}  # Extra places a folder is also synced to (Vertex AI's AIP_* dirs).
 
     def for_worker(self, worker_index: int, state: str) -> RunWriter:
         """A private, never-published copy for a non-chief worker of a multi-worker run.
@@ -146,6 +147,8 @@ class RunWriter:
         if not self.path(name).is_dir():
             return
         self.store.upload_tree(name, self.path(name))
+        if name in self.mirrors:
+            self.mirrors[name].upload_tree("", self.path(name))
         if prune and self.store.local_root() is None:
             local = {str(path.relative_to(self.staging)) for path in self.path(name).rglob("*") if path.is_file()}
             for key in self.store.list_keys(name):

@@ -144,7 +144,13 @@ def train(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Quiets TensorFlow's Python-side logging.
     from job.train import run  # TensorFlow is imported from here on, never for --help or bad input.
 
-    run(config, prepared)
+    try:
+        run(config, prepared)
+    except errors.OutputError as error:
+        if prepared.writer.store.local_root() is not None:
+            raise
+        # Nothing is lost when the bucket fails midway: say where the local copy is.
+        raise errors.OutputError(f"{error} (the run's local copy is kept in {prepared.writer.staging})") from None
 
 
 def one_line(message: str) -> str:

@@ -31,13 +31,14 @@ from job.artifacts import CHECKPOINTS, CONFIG, KERAS_MODEL, SAVED_MODEL, TENSORB
 from job.checkpoints import Checkpointer
 from job.config import Loop, TrainConfig
 from job.distribute import Distribution, make_distribution, prepare_fit
-from job.errors import Interrupted, OutputError, UsageError
+from job.errors import Interrupted, UsageError
 from job.loops import Evaluator, custom_loop, fit_loop
 from job.models import build_model
 from job.monitor import Monitor
 from job.pipeline import make_splits
 from job.preflight import Prepared
 from job.progress import Reporter
+from job.storage import open_store
 
 PEER_LOST_ERRORS = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError)
 
@@ -76,6 +77,8 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
     record = describe_run(settings, jit_compile, devices, distribution, dataset, splits.steps_per_epoch, model)
     if prepared.resuming:
         record = resumed_record(writer, record, first_epoch, first_step)
+    if prepared.is_chief:
+        mirror_to_vertex_dirs(writer)
     writer.keep_metrics_through(first_epoch, first_step)
     writer.write_json(CONFIG, record)
     if prepared.is_chief:
@@ -121,6 +124,19 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
     if summary["val_accuracy"] is not None:
         hypertune.report("val_accuracy", summary["val_accuracy"], summary["epochs"], os.environ)
     return summary
+
+
+VERTEX_DIRS = {TENSORBOARD: "AIP_TENSORBOARD_LOG_DIR", CHECKPOINTS: "AIP_CHECKPOINT_DIR"}
+
+
+def mirror_to_vertex_dirs(writer: RunWriter) -> None:
+    """On Vertex AI, also sync TensorBoard logs and checkpoints where the platform looks for them.
+
+    The run folder (under AIP_MODEL_DIR) stays the one the job resumes from; these are copies.
+    """
+    for name, variable in VERTEX_DIRS.items():
+        if os.environ.get(variable):
+            writer.mirrors[name] = open_store(os.environ[variable])
 
 
 def check_global_batch(batch_size: int, replicas: int) -> None:
@@ -319,12 +335,9 @@ def publish(
         "wall_seconds": time.monotonic() - started,
         "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    try:
-        for name in (TENSORBOARD, SAVED_MODEL, KERAS_MODEL, plots.FOLDER):
-            writer.publish_file(name)
-        writer.publish_summary(summary)
-    except OutputError as error:
-        raise OutputError(f"{error} (the finished run is kept locally in {writer.staging})") from None
+    for name in (TENSORBOARD, SAVED_MODEL, KERAS_MODEL, plots.FOLDER):
+        writer.publish_file(name)
+    writer.publish_summary(summary)
     writer.cleanup_staging()
     reporter.event("finished", run=writer.url, test_accuracy=f"{test['accuracy']:.4f}", test_loss=f"{test['loss']:.4f}")
     return summary

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from job.gcs import GcsStore
-from tests.conftest import RunJob
+from tests.conftest import ROOT, RunJob
 from tests.helpers import TINY_TRAIN
 
 
@@ -43,3 +48,36 @@ def test_train_to_a_missing_bucket_exits_4_with_one_line(run_job: RunJob, tiny_t
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: bucket no-such-bucket-here does not exist"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_bucket_lost_mid_run_exits_4_and_keeps_the_local_copy(
+    dying_gcs_server: Any, tiny_tarball: Path, tmp_path: Path
+) -> None:
+    """The server dies after the first epoch: exit 4, and the staging copy with its checkpoints stays."""
+    bucket = dying_gcs_server.create_bucket()
+    store = GcsStore(bucket, "runs/lost")
+    staging = tmp_path / "staging"
+    args = ["train", "--data", str(tiny_tarball), "--output", f"gs://{bucket}/runs", "--run-id", "lost"]
+    args += ["--epochs", "4", "--batch-size", "10", "--validation-size", "100"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), "JOB_STAGING_DIR": str(staging)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "job", *args],
+        env=env,
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 300
+    while b'"kind": "epoch"' not in (store.read_bytes("metrics.jsonl") or b""):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    dying_gcs_server.kill()
+    _, stderr = process.communicate(timeout=300)
+
+    assert process.returncode == 4, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and f"the run's local copy is kept in {staging / 'lost'}" in last
+    assert (staging / "lost" / "checkpoints" / "checkpoint").is_file()
+    assert '"kind": "epoch"' in (staging / "lost" / "metrics.jsonl").read_text()
