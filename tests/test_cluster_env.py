@@ -29,14 +29,6 @@ def test_index_0_is_the_chief_and_the_port_defaults_to_2222() -> None:
     assert cluster_env.is_chief(config)
 
 
-@pytest.mark.parametrize(
-    "env",
-    [
-        {},  # A laptop.
-        {"JOB_COMPLETION_INDEX": "2", "JOB_RUN_ID": "sweep-1"},  # A sweep pod: indexed, but one worker.
-        {"JOB_WORKERS": "1", "JOB_COMPLETION_INDEX": "0"},
-    ],
-)
 def test_explicit_worker_addresses_replace_the_hostnames() -> None:
     env = {"JOB_WORKERS": "2", "JOB_COMPLETION_INDEX": "1", "JOB_WORKER_ADDRESSES": "127.0.0.1:5001, 127.0.0.1:5002"}
     config = cluster_env.resolve_tf_config(env)
@@ -48,6 +40,14 @@ def test_explicit_worker_addresses_replace_the_hostnames() -> None:
         cluster_env.resolve_tf_config({**env, "JOB_WORKER_ADDRESSES": "127.0.0.1:5001"})
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},  # A laptop.
+        {"JOB_COMPLETION_INDEX": "2", "JOB_RUN_ID": "sweep-1"},  # A sweep pod: indexed, but one worker.
+        {"JOB_WORKERS": "1", "JOB_COMPLETION_INDEX": "0"},
+    ],
+)
 def test_one_worker_has_no_cluster(env: dict[str, str]) -> None:
     assert cluster_env.resolve_tf_config(env) is None
     assert cluster_env.is_chief(None) and cluster_env.worker_count(None) == 1
