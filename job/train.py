@@ -8,23 +8,17 @@ model and `summary.json` once, at the very end.
 from __future__ import annotations
 
 import os
-import platform
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from job import data as data_module
 from job import devices as devices_module
 from job import hypertune, plots
 from job.artifacts import CHECKPOINTS, CONFIG, KERAS_MODEL, SAVED_MODEL, TENSORBOARD, RunWriter
@@ -38,6 +32,7 @@ from job.monitor import Monitor
 from job.pipeline import make_splits
 from job.preflight import Prepared
 from job.progress import Reporter
+from job.run_record import describe_run, resumed_record
 from job.storage import open_store
 
 PEER_LOST_ERRORS = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError)
@@ -223,85 +218,6 @@ def stop_on_signals(monitor: Monitor) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-def describe_run(
-    settings: dict[str, Any],
-    jit_compile: bool,
-    devices: devices_module.Devices,
-    distribution: Distribution,
-    dataset: data_module.Cifar10,
-    steps_per_epoch: int,
-    model: keras.Model,
-) -> dict[str, Any]:
-    """config.json: every resolved setting and where the run happened."""
-    train_counts = data_module.label_counts(dataset.y_train)
-    test_counts = data_module.label_counts(dataset.y_test)
-    return {
-        **settings,
-        "xla": jit_compile,
-        "parameters": int(model.count_params()),
-        "steps_per_epoch": steps_per_epoch,
-        "data": {
-            "source": dataset.source,
-            "image_size": dataset.image_size,
-            "train_size": len(dataset.x_train),
-            "validation_size": settings["validation_size"],
-            "test_size": len(dataset.x_test) - settings["validation_size"],
-            "class_names": list(data_module.CLASS_NAMES),
-            "train_label_counts": train_counts,
-            "test_label_counts": test_counts,
-            "train_balanced": len(set(train_counts.values())) == 1,
-            "test_balanced": len(set(test_counts.values())) == 1,
-        },
-        "devices": devices.describe(),
-        "distribution": distribution.describe(),
-        "versions": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-        },
-        "host": socket.gethostname(),
-        "git_commit": git_commit(),
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "attempts": 1,
-    }
-
-
-def resumed_record(writer: RunWriter, record: dict[str, Any], first_epoch: int, first_step: int) -> dict[str, Any]:
-    """Refuse to continue in another precision (job.preflight checked the rest); keep the first start time."""
-    previous = writer.read_json(CONFIG) or {}
-    if previous.get("precision", record["precision"]) != record["precision"]:
-        raise UsageError(
-            f"run {writer.url} was trained in {previous['precision']}, this machine resolves "
-            f"--precision to {record['precision']}: pass --precision {previous['precision']} to resume it"
-        )
-    resumed = {"epoch": first_epoch + 1, "step": first_step, "at": record["started_at"]}
-    return {
-        **record,
-        "started_at": previous.get("started_at", record["started_at"]),
-        "attempts": int(previous.get("attempts", 1)) + 1,
-        "resumed": [*previous.get("resumed", []), resumed],
-    }
-
-
-def git_commit() -> str | None:
-    """The source commit: $GIT_COMMIT (set at image build) or the checkout's HEAD."""
-    if os.environ.get("GIT_COMMIT"):
-        return os.environ["GIT_COMMIT"]
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-            cwd=Path(__file__).parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None
 
 
 def publish(
