@@ -6,7 +6,6 @@ a fresh TensorFlow each time.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from job.data import Cifar10, write_tarball
-from tests.helpers import make_cifar_like
+from tests.helpers import ROOT, job_env, make_cifar_like
 
 pytest_plugins = ["tests.gcs_fixtures"]
 
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["ROOT", "RunJob"]
 RunJob = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -41,12 +40,11 @@ def run_job() -> RunJob:
     """Run `python -m job ARGS...` in a subprocess; returns the completed process (never raises on exit codes)."""
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", "job", *args],
             capture_output=True,
             text=True,
-            env=full_env,
+            env=job_env(env),
             timeout=timeout,
             cwd=ROOT,
         )

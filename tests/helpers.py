@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from job.data import Cifar10
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def job_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `python -m job` subprocess: this one, quieter, with the checkout importable."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), **(extra or {})}
+
+
+def start_job(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start `python -m job ARGS...` in the background, as a pod would (stdout and stderr captured)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "job", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env if env is not None else job_env(),
+        cwd=ROOT,
+    )
+
 
 # A tiny, fast training run: 500 images in batches of 50 (10 steps per epoch), validation = test[:100].
 TINY_TRAIN = ("--epochs", "2", "--batch-size", "50", "--validation-size", "100")

@@ -8,17 +8,15 @@ comparison is tight: the custom loop must match it to rounding, `fit` within noi
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, RunJob
-from tests.helpers import epoch_records
+from tests.conftest import RunJob
+from tests.helpers import epoch_records, job_env, start_job
 
 pytestmark = pytest.mark.slow
 
@@ -77,24 +75,15 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_replica(
 
 def start_worker(args: list[str], index: int, addresses: str, staging: Path) -> subprocess.Popen[str]:
     """One pod of the Indexed Job, as a process: the job derives TF_CONFIG from these variables."""
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "PYTHONPATH": str(ROOT),
+    variables = {
         "JOB_COMPLETION_INDEX": str(index),
         "JOB_WORKERS": "2",
         "JOB_WORKER_ADDRESSES": addresses,
         "JOB_STAGING_DIR": str(staging),
     }
+    env = job_env(variables)
     env.pop("TF_CONFIG", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "job", *args],
-        env=env,
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    return start_job(args, env)
 
 
 @pytest.mark.parametrize("loop", ["fit", "custom"])

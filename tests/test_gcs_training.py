@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,8 +9,8 @@ from typing import Any
 import pytest
 
 from job.gcs import GcsStore
-from tests.conftest import ROOT, RunJob
-from tests.helpers import TINY_TRAIN
+from tests.conftest import RunJob
+from tests.helpers import TINY_TRAIN, job_env, start_job
 
 
 @pytest.mark.slow
@@ -60,15 +57,7 @@ def test_bucket_lost_mid_run_exits_4_and_keeps_the_local_copy(
     staging = tmp_path / "staging"
     args = ["train", "--data", str(tiny_tarball), "--output", f"gs://{bucket}/runs", "--run-id", "lost"]
     args += ["--epochs", "4", "--batch-size", "10", "--validation-size", "100"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), "JOB_STAGING_DIR": str(staging)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "job", *args],
-        env=env,
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = start_job(args, job_env({"JOB_STAGING_DIR": str(staging)}))
     deadline = time.monotonic() + 300
     while b'"kind": "epoch"' not in (store.read_bytes("metrics.jsonl") or b""):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()

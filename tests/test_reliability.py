@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ from typing import Any
 import pytest
 
 from job.gcs import GcsStore
-from tests.conftest import ROOT, RunJob
-from tests.helpers import epoch_records, read_jsonl
+from tests.conftest import RunJob
+from tests.helpers import epoch_records, job_env, read_jsonl, start_job
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +37,7 @@ def train_args(tarball: Path, output: str, run_id: str, loop: str) -> list[str]:
 
 
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "job", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=full_env,
-        cwd=ROOT,
-    )
+    return start_job(args, job_env(env))
 
 
 def wait_for_epochs(read_metrics: Any, count: int, process: subprocess.Popen[str], timeout: float = 300) -> None:
