@@ -79,7 +79,7 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
     if prepared.is_chief:
         plots.write_data_plots(dataset, writer.path(plots.FOLDER), reporter)  # Never raises: warns instead.
     reporter.event(
-        "resuming" if first_epoch or first_step else "training",
+        "resuming" if prepared.resuming else "training",
         run=writer.url,
         api=config.api.value,
         loop=config.loop.value,
