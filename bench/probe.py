@@ -35,7 +35,7 @@ import tensorflow as tf
 from bench import reference
 from job import data as data_module
 from job import devices as devices_module
-from job import loops, pipeline
+from job import loops, pipeline, stepping
 from job.config import Precision, Xla
 from job.models import build_model
 
@@ -87,8 +87,10 @@ def time_ours(api: str, loop: str, dataset: data_module.Cifar10, memory: bool) -
     try:
         common: dict[str, Any] = {"seed": 42, "epochs": EPOCHS_PER_RUN, "first_epoch": 0, "jit_compile": False}
         if loop == "fit":
+            common["steps_per_execution"] = stepping.fit_steps_per_execution(0, splits.steps_per_epoch)  # As `train`.
             loops.fit_loop(model, optimizer, splits, monitor, **common)  # type: ignore[arg-type]
         else:
+            common["steps_per_execution"] = stepping.requested_steps(0)  # As `train` by default.
             metrics = {"train_loss": keras.metrics.Mean(), "train_accuracy": keras.metrics.SparseCategoricalAccuracy()}
             loops.custom_loop(model, optimizer, splits, monitor, metrics, first_step=0, **common)  # type: ignore[arg-type]
     finally:

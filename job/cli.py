@@ -109,6 +109,13 @@ def train(
             help="tf.distribute: auto = multiworker with TF_CONFIG or an Indexed Job, mirrored with >1 GPU.",
         ),
     ] = StrategyKind.auto,
+    steps_per_execution: Annotated[
+        int,
+        typer.Option(
+            envvar="JOB_STEPS_PER_EXECUTION",
+            help="Training steps per call into TensorFlow (0: auto = 10, aligned to logs and checkpoints).",
+        ),
+    ] = 0,
 ) -> None:
     """Train one model style with one loop and write a run folder (config, metrics, model, summary)."""
     from job.config import resolve_output, validate
@@ -134,6 +141,7 @@ def train(
         log_format=log_format,
         checkpoint_every_steps=checkpoint_every_steps,
         strategy=strategy,
+        steps_per_execution=steps_per_execution,
     )
     # In a sweep's Indexed Job each pod trains one grid point into its own run: <sweep name>-<index>.
     point = sweep_point(os.environ, sweep_name=run_id or None)

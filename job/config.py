@@ -88,6 +88,7 @@ class TrainConfig:
     log_format: LogFormat = LogFormat.text
     checkpoint_every_steps: int = 0  # 0: checkpoint at the end of every epoch only.
     strategy: StrategyKind = StrategyKind.auto
+    steps_per_execution: int = 0  # 0: auto (job.stepping); a speed setting only, results do not depend on it.
 
     def to_json(self) -> dict[str, object]:
         """Plain JSON values, enums as their names."""
@@ -127,6 +128,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise UsageError(
             f"--checkpoint-every-steps must be 0 (epoch ends only) or more, got {config.checkpoint_every_steps}"
         )
+    if config.steps_per_execution < 0:
+        raise UsageError(f"--steps-per-execution must be 0 (auto) or more, got {config.steps_per_execution}")
     if config.run_id and (not RUN_ID.match(config.run_id) or ".." in config.run_id):
         raise UsageError(
             f"--run-id {config.run_id!r} is not a valid run id: use letters, digits, '.', '_' and '-' "

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from job.monitor import Monitor
 from job.pipeline import Splits, train_epoch, train_epochs
+from job.stepping import chunks
 
 
 def make_loss(reduction: str | None = "sum_over_batch_size") -> keras.losses.Loss:
@@ -84,13 +85,18 @@ def fit_loop(
     epochs: int,
     first_epoch: int,
     jit_compile: bool,
+    steps_per_execution: int = 1,
 ) -> None:
-    """`model.fit` over epochs first_epoch..epochs-1, validating on test[:N] after each."""
+    """`model.fit` over epochs first_epoch..epochs-1, validating on test[:N] after each.
+
+    `steps_per_execution` must divide the epoch and the log interval (job.stepping.fit_steps_per_execution).
+    """
     model.compile(
         optimizer=optimizer,
         loss=make_loss(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
     model.fit(
         train_epochs(splits, seed, first_epoch, epochs),
@@ -116,11 +122,15 @@ def custom_loop(
     first_epoch: int,
     first_step: int,
     jit_compile: bool,
+    steps_per_execution: int = 1,
+    checkpoint_every_steps: int = 0,
 ) -> None:
     """The chapter's GradientTape loop; `metrics` (train_loss, train_accuracy) are checkpointed mid-epoch.
 
     Written for tf.distribute (it is the plain chapter loop under the default strategy): each replica
     averages its examples' losses over the *global* batch, and the optimizer sums the replicas' gradients.
+    Each call runs a chunk of up to `steps_per_execution` steps that ends wherever the Monitor
+    has something to do (job.stepping), so the records, checkpoints and stops land on the same steps.
     """
     strategy = model.distribute_strategy  # The strategy the model was built under (or the default one).
     loss_fn, evaluate = make_loss(reduction=None), Evaluator(model)
@@ -144,6 +154,14 @@ def custom_loop(
         replica_losses = strategy.run(replica_step, args=batch)
         return strategy.reduce(tf.distribute.ReduceOp.SUM, replica_losses, axis=None)
 
+    @tf.function
+    def train_steps(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
+        """`steps` training steps in one call (a tensor, so every chunk size shares one trace)."""
+        batch_loss = tf.constant(0.0)
+        for _ in tf.range(steps):
+            batch_loss = train_step(next(iterator))
+        return batch_loss  # The chunk's last batch loss.
+
     for epoch in range(first_epoch, epochs):
         skip = first_step if epoch == first_epoch else 0
         if not skip:
@@ -151,9 +169,10 @@ def custom_loop(
             train_accuracy.reset_state()
         monitor.epoch_begin(epoch, skip)
         step = skip
-        for batch in strategy.experimental_distribute_dataset(train_epoch(splits, seed, epoch, skip_steps=skip)):
-            batch_loss = train_step(batch)
-            step += 1
+        iterator = iter(strategy.experimental_distribute_dataset(train_epoch(splits, seed, epoch, skip_steps=skip)))
+        for size in chunks(skip, splits.steps_per_epoch, steps_per_execution, checkpoint_every_steps):
+            batch_loss = train_steps(iterator, tf.constant(size))
+            step += size
             monitor.step_end(epoch, step, train_loss.result(), batch_loss)
             if monitor.stop_requested:
                 monitor.stopped_at(epoch, step)  # This loop can resume mid-epoch: keep every step done.

@@ -16,8 +16,7 @@ from job.artifacts import CHECKPOINTS, TENSORBOARD, RunWriter
 from job.checkpoints import Checkpointer
 from job.errors import DivergedError
 from job.progress import Reporter
-
-LOG_EVERY_STEPS = 100  # The chapter records the loss every 100 steps.
+from job.stepping import LOG_EVERY_STEPS
 
 
 class Monitor:

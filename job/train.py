@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from job import devices as devices_module
-from job import hypertune, plots
+from job import hypertune, plots, stepping
 from job.artifacts import CHECKPOINTS, CONFIG, KERAS_MODEL, SAVED_MODEL, TENSORBOARD, RunWriter
 from job.checkpoints import Checkpointer
 from job.config import Loop, TrainConfig
@@ -68,7 +68,14 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
     if config.loop == Loop.fit:
         first_step = 0  # fit resumes at epoch boundaries; a mid-epoch checkpoint repeats that epoch.
 
-    settings = {**config.to_json(), "precision": precision, "precision_requested": config.precision.value}
+    steps_per_execution = effective_steps_per_execution(config, splits.steps_per_epoch, distribution)
+    settings = {
+        **config.to_json(),
+        "precision": precision,
+        "precision_requested": config.precision.value,
+        "steps_per_execution": steps_per_execution,
+        "steps_per_execution_requested": config.steps_per_execution,
+    }
     record = describe_run(settings, jit_compile, devices, distribution, dataset, splits.steps_per_epoch, model)
     if prepared.resuming:
         record = resumed_record(writer, record, first_epoch, first_step)
@@ -102,7 +109,18 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
         prepare_fit(model, dataset.image_size)
     with stop_on_signals(monitor), peers_lost_is_retryable(distribution):
         if first_epoch < config.epochs:
-            train_model(config, model, optimizer, splits, monitor, train_metrics, first_epoch, first_step, jit_compile)
+            train_model(
+                config,
+                model,
+                optimizer,
+                splits,
+                monitor,
+                train_metrics,
+                first_epoch,
+                first_step,
+                jit_compile,
+                steps_per_execution,
+            )
     if monitor.stop_requested:
         writer.sync_tree(CHECKPOINTS)
         raise Interrupted(
@@ -177,6 +195,7 @@ def train_model(
     first_epoch: int,
     first_step: int,
     jit_compile: bool,
+    steps_per_execution: int,
 ) -> None:
     if config.loop == Loop.fit:
         fit_loop(
@@ -188,6 +207,7 @@ def train_model(
             epochs=config.epochs,
             first_epoch=first_epoch,
             jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
         )
     else:
         custom_loop(
@@ -201,7 +221,17 @@ def train_model(
             first_epoch=first_epoch,
             first_step=first_step,
             jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
+            checkpoint_every_steps=config.checkpoint_every_steps,
         )
+
+
+def effective_steps_per_execution(config: TrainConfig, steps_per_epoch: int, distribution: Distribution) -> int:
+    """What the loop will run per call: fit's aligned divisor, or the custom loop's largest chunk."""
+    if config.loop == Loop.fit:
+        distributed = distribution.kind != "none"
+        return stepping.fit_steps_per_execution(config.steps_per_execution, steps_per_epoch, distributed)
+    return min(stepping.requested_steps(config.steps_per_execution), steps_per_epoch)
 
 
 @contextmanager

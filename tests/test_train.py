@@ -138,3 +138,25 @@ def test_existing_finished_run_is_refused_then_overwritten(
     assert replaced.returncode == 0, replaced.stderr
     assert read_json(run / "summary.json")["epochs"] == 1
     assert len(epoch_records(run)) == 1
+
+
+@pytest.mark.parametrize("loop", ["fit", "custom"])
+def test_steps_per_execution_changes_speed_not_results(
+    trained_runs: dict[str, Path], run_job: RunJob, tiny_tarball: Path, tmp_path: Path, loop: str
+) -> None:
+    """The runs above group steps (auto: 10 per call); one step per call must train to the same numbers.
+
+    Compared with the imperative runs: the test above overwrites the symbolic-fit run.
+    """
+    result = run_job(
+        "train", "--api", "imperative", "--loop", loop, "--data", str(tiny_tarball), "--output", str(tmp_path),
+        "--run-id", "one-step", "--seed", "7", "--steps-per-execution", "1", *TINY_TRAIN,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    grouped_run = trained_runs[f"imperative-{loop}"]
+    assert read_json(grouped_run / "config.json")["steps_per_execution"] == 10
+    assert read_json(tmp_path / "one-step" / "config.json")["steps_per_execution"] == 1
+    grouped, single = epoch_records(grouped_run), epoch_records(tmp_path / "one-step")
+    for grouped_epoch, single_epoch in zip(grouped, single, strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert grouped_epoch[key] == pytest.approx(single_epoch[key], rel=1e-6), key
