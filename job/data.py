@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from job.errors import DataError
+from job.errors import DataError, JobError
 from job.storage import is_gcs
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -108,6 +108,8 @@ def _read_batch(stream: IO[bytes], origin: str) -> tuple[np.ndarray, np.ndarray]
     with stream:
         try:
             batch = pickle.load(stream, encoding="bytes")
+        except JobError:  # A SIGTERM landing mid-read (job.cli) is an interruption, not a bad file.
+            raise
         except Exception as error:  # Truncated or foreign files raise many different errors.
             raise DataError(f"{origin} is not a CIFAR-10 pickle ({type(error).__name__}: {error})") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
@@ -141,6 +143,8 @@ def load_keras_download() -> Cifar10:
 
     try:
         (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except JobError:
+        raise
     except Exception as error:  # No network, a proxy, a bad cache: all end here.
         raise DataError(
             f"could not download CIFAR-10 through Keras ({type(error).__name__}: {error}): "

@@ -20,6 +20,7 @@ import numpy as np
 
 from job.artifacts import CONFIG, METRICS
 from job.data import CLASS_NAMES, Cifar10, label_counts
+from job.errors import JobError
 from job.progress import Reporter
 from job.runs import parse_json
 
@@ -200,6 +201,8 @@ def attempt(reporter: Reporter, what: str, draw: Callable[[], Path]) -> Path | N
     """Draw one picture; on any failure warn and carry on (a picture is never worth a failed run)."""
     try:
         return draw()
+    except JobError:  # A SIGTERM before training (job.cli) must still stop the run.
+        raise
     except Exception as error:  # Graphviz, fonts, odd data: none of it may stop training.
         reporter.warning(f"skipped {what}: {type(error).__name__}: {error}")
         return None

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from job import data
+from job import cli, data
 from job.data import Cifar10
-from job.errors import DataError
+from job.errors import DataError, Interrupted
 from tests.conftest import RunJob
 
 
@@ -111,3 +113,23 @@ def test_broken_data_through_cli_is_exit_3_without_traceback(
     assert "truncated.tar.gz" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs" / "broken" / "summary.json").exists()
+
+
+def test_sigterm_while_reading_a_batch_is_an_interruption_not_bad_data(
+    tiny_tarball: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI turns SIGTERM before training into Interrupted (exit 75); landing inside the pickle reader's
+    catch-all must not turn it into 'not a CIFAR-10 pickle' (exit 3), which Kubernetes would not retry."""
+    real_load = pickle.load
+
+    def load_after_sigterm(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)  # Delivered to the handler at the next bytecode.
+        return real_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    previous = signal.signal(signal.SIGTERM, cli._stop_before_training)
+    monkeypatch.setattr(data.pickle, "load", load_after_sigterm)
+    try:
+        with pytest.raises(Interrupted, match="SIGTERM before training started"):
+            data.load(str(tiny_tarball))
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from job import plots, visualize
 from job.data import Cifar10, label_counts, write_tarball
+from job.errors import Interrupted
 from job.progress import Reporter
 from tests.conftest import RunJob
 from tests.helpers import make_cifar_like
@@ -152,3 +153,19 @@ def test_inspect_with_missing_data_exits_3(run_job: RunJob, tmp_path: Path) -> N
     result = run_job("inspect", "--data", str(tmp_path / "missing.tar.gz"), "--output", str(tmp_path / "out"))
     assert result.returncode == 3 and "does not exist" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_picture_is_skipped_but_an_interruption_still_stops_the_run() -> None:
+    stream = io.StringIO()
+    reporter = Reporter(stream=stream)
+
+    def broken() -> Path:
+        raise ValueError("no fonts")
+
+    def interrupted() -> Path:
+        raise Interrupted("received SIGTERM before training started: rerun the same command")
+
+    assert plots.attempt(reporter, "the broken picture", broken) is None
+    assert "skipped the broken picture: ValueError: no fonts" in stream.getvalue()
+    with pytest.raises(Interrupted):
+        plots.attempt(reporter, "the interrupted picture", interrupted)
