@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from job.monitor import Monitor
-from job.pipeline import Splits, train_epoch, train_epochs
+from job.pipeline import Splits, train_epochs
 from job.stepping import chunks
 
 
@@ -162,6 +162,8 @@ def custom_loop(
             batch_loss = train_step(next(iterator))
         return batch_loss  # The chunk's last batch loss.
 
+    run_batches = train_epochs(splits, seed, first_epoch, epochs, first_step=first_step)
+    iterator = iter(strategy.experimental_distribute_dataset(run_batches))
     for epoch in range(first_epoch, epochs):
         skip = first_step if epoch == first_epoch else 0
         if not skip:
@@ -169,7 +171,6 @@ def custom_loop(
             train_accuracy.reset_state()
         monitor.epoch_begin(epoch, skip)
         step = skip
-        iterator = iter(strategy.experimental_distribute_dataset(train_epoch(splits, seed, epoch, skip_steps=skip)))
         for size in chunks(skip, splits.steps_per_epoch, steps_per_execution, checkpoint_every_steps):
             batch_loss = train_steps(iterator, tf.constant(size))
             step += size

@@ -78,9 +78,16 @@ def shard_by_data() -> tf.data.Options:
     return options
 
 
-def train_epochs(splits: Splits, seed: int, first_epoch: int, epochs: int) -> tf.data.Dataset:
-    """Epochs first_epoch..epochs-1 back to back, for `model.fit(steps_per_epoch=...)`."""
-    datasets = [train_epoch(splits, seed, epoch) for epoch in range(first_epoch, epochs)]
+def train_epochs(splits: Splits, seed: int, first_epoch: int, epochs: int, first_step: int = 0) -> tf.data.Dataset:
+    """Epochs first_epoch..epochs-1 back to back (the first one from `first_step`), for one iterator per run.
+
+    One iterator for the whole run, not one per epoch: a fresh iterator per epoch re-spawned the
+    prefetch threads and made some epochs ~30% slower on 2 cores (docs/performance.md).
+    """
+    datasets = [
+        train_epoch(splits, seed, epoch, skip_steps=first_step if epoch == first_epoch else 0)
+        for epoch in range(first_epoch, epochs)
+    ]
     combined = datasets[0]
     for dataset in datasets[1:]:
         combined = combined.concatenate(dataset)
