@@ -27,12 +27,10 @@ sys.path.insert(0, str(ROOT))
 from bench.benchmark import ENV, SHARED_DATA, generated_tarball  # noqa: E402
 
 
-def steady_images_per_second(run: Path) -> float:
-    """Median train images/s of the epochs after the first (the first includes tracing)."""
+def epoch_speeds(run: Path) -> list[float]:
+    """Train images/s of each epoch, from the run's metrics.jsonl."""
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    epochs = [record for record in map(json.loads, lines) if record["kind"] == "epoch"]
-    steady = [record["images_per_second"] for record in epochs[1:]] or [epochs[0]["images_per_second"]]
-    return float(statistics.median(steady))
+    return [record["images_per_second"] for record in map(json.loads, lines) if record["kind"] == "epoch"]
 
 
 def train(flags: list[str], variant: str, data: Path, epochs: int, output: Path, run_id: str) -> dict[str, Any]:
@@ -43,7 +41,13 @@ def train(flags: list[str], variant: str, data: Path, epochs: int, output: Path,
     if result.returncode != 0:
         raise SystemExit(f"{shlex.join(flags)} failed (exit {result.returncode}): {result.stderr.strip()[-500:]}")
     summary = json.loads((output / run_id / "summary.json").read_text())
-    return {"images_per_second": steady_images_per_second(output / run_id), "test_accuracy": summary["test_accuracy"]}
+    speeds = epoch_speeds(output / run_id)
+    steady = speeds[1:] or speeds  # The first epoch includes tracing.
+    return {
+        "images_per_second": statistics.median(steady),
+        "epoch_images_per_second": [round(speed) for speed in speeds],
+        "test_accuracy": summary["test_accuracy"],
+    }
 
 
 def main() -> None:
@@ -75,6 +79,7 @@ def main() -> None:
                 "flags": shlex.join(sides[side]),
                 "images_per_second": statistics.median(run["images_per_second"] for run in runs[side]),
                 "test_accuracy": [run["test_accuracy"] for run in runs[side]],
+                "epoch_images_per_second": [run["epoch_images_per_second"] for run in runs[side]],
             }
             for side in ("A", "B")
         },
