@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import sys
 from typing import Annotated
 
 import typer
 
-from job import errors
+from job import errors, stopping
 from job.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
@@ -40,8 +39,24 @@ app = typer.Typer(
 )
 
 
+def _print_version(requested: bool) -> None:
+    if requested:
+        from job import provenance
+
+        typer.echo(f"cifar10-job {provenance.version()} (commit {provenance.git_commit() or provenance.UNKNOWN})")
+        raise typer.Exit()
+
+
 @app.callback(invoke_without_command=True)
-def show_help_without_command(context: typer.Context) -> None:
+def show_help_without_command(
+    context: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and source commit, then exit."
+        ),
+    ] = False,
+) -> None:
     """Print the overview when no command is given (and keep `train` a subcommand)."""
     if context.invoked_subcommand is None:
         typer.echo(context.get_help())
@@ -121,7 +136,7 @@ def train(
     from job.config import resolve_output, validate
     from job.sweep import sweep_point
 
-    signal.signal(signal.SIGTERM, _stop_before_training)
+    stopping.install()  # First: a stop request from here on is honoured at the next safe point.
     requested = TrainConfig(
         api=api,
         loop=loop,
@@ -149,6 +164,7 @@ def train(
     from job.preflight import preflight
 
     prepared = preflight(config)  # Output, existing run, data and splits: all checked before TensorFlow loads.
+    stopping.raise_if_requested("before training started")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Quiets TensorFlow's Python-side logging.
     from job.train import run  # TensorFlow is imported from here on, never for --help or bad input.
 
@@ -166,11 +182,6 @@ def one_line(message: str) -> str:
     return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
-def _stop_before_training(signum: int, frame: object) -> None:
-    """SIGTERM before training starts: nothing to save yet, so stop now with the retryable exit code."""
-    raise errors.Interrupted(f"received {signal.Signals(signum).name} before training started: rerun the same command")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and map every failure to the exit-code contract with one line on stderr."""
     try:
@@ -182,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         return errors.EXIT_USAGE
     except typer.Abort:
         print("error: aborted", file=sys.stderr)
+        return errors.EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # A second Ctrl-C (job.stopping): stopped without saving the current position.
+        print(
+            "error: interrupted twice: stopped at once; rerun the same command to resume from the last checkpoint",
+            file=sys.stderr,
+        )
         return errors.EXIT_INTERRUPTED
     except errors.JobError as error:
         print(f"error: {one_line(str(error))}", file=sys.stderr)

@@ -17,7 +17,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from job.errors import DataError, JobError
+from job import stopping
+from job.errors import DataError
 from job.storage import is_gcs
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -96,8 +97,12 @@ def _load_folder(path: Path) -> Cifar10:
 
 
 def _from_batches(open_batch: Any, origin: str) -> Cifar10:
-    train = [_read_batch(open_batch(name), f"{origin}:{name}") for name in TRAIN_BATCHES]
-    x_test, y_test = _read_batch(open_batch(TEST_BATCH), f"{origin}:{TEST_BATCH}")
+    def read(name: str) -> tuple[np.ndarray, np.ndarray]:
+        stopping.raise_if_requested("while loading the data")
+        return _read_batch(open_batch(name), f"{origin}:{name}")
+
+    train = [read(name) for name in TRAIN_BATCHES]
+    x_test, y_test = read(TEST_BATCH)
     x_train = np.concatenate([images for images, _ in train])
     y_train = np.concatenate([labels for _, labels in train])
     return Cifar10(x_train, y_train, x_test, y_test, origin)
@@ -108,8 +113,6 @@ def _read_batch(stream: IO[bytes], origin: str) -> tuple[np.ndarray, np.ndarray]
     with stream:
         try:
             batch = pickle.load(stream, encoding="bytes")
-        except JobError:  # A SIGTERM landing mid-read (job.cli) is an interruption, not a bad file.
-            raise
         except Exception as error:  # Truncated or foreign files raise many different errors.
             raise DataError(f"{origin} is not a CIFAR-10 pickle ({type(error).__name__}: {error})") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
@@ -143,8 +146,6 @@ def load_keras_download() -> Cifar10:
 
     try:
         (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
-    except JobError:
-        raise
     except Exception as error:  # No network, a proxy, a bad cache: all end here.
         raise DataError(
             f"could not download CIFAR-10 through Keras ({type(error).__name__}: {error}): "

@@ -12,6 +12,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from job import stopping
 from job.artifacts import CHECKPOINTS, TENSORBOARD, RunWriter
 from job.checkpoints import Checkpointer
 from job.errors import DivergedError
@@ -39,11 +40,15 @@ class Monitor:
         self.batch_size = batch_size
         self.checkpoint_every_steps = checkpoint_every_steps
         self.save_on_stop = save_on_stop
-        self.stop_requested = False
         self.epoch_records: list[dict[str, Any]] = [r for r in writer.read_metrics() if r["kind"] == "epoch"]
         self.tensorboard = tf.summary.create_file_writer(str(writer.path(TENSORBOARD)))
         self._epoch_started = self._train_ended = time.monotonic()
         self._first_step = 0
+
+    @property
+    def stop_requested(self) -> bool:
+        """A stop was requested (job.stopping): the loops save their position and return at the next step."""
+        return stopping.requested() is not None
 
     def epoch_begin(self, epoch: int, first_step: int = 0) -> None:
         """`epoch` is 0-based here and 1-based in every record and log line."""

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from job import stopping
 from job.artifacts import CONFIG, METRICS
 from job.data import CLASS_NAMES, Cifar10, label_counts
-from job.errors import JobError
 from job.progress import Reporter
 from job.runs import parse_json
 
@@ -198,14 +198,17 @@ def plot_compare(curves: dict[str, list[dict[str, Any]]], path: Path) -> Path:
 
 
 def attempt(reporter: Reporter, what: str, draw: Callable[[], Path]) -> Path | None:
-    """Draw one picture; on any failure warn and carry on (a picture is never worth a failed run)."""
+    """Draw one picture; on any failure warn and carry on (a picture is never worth a failed run).
+
+    A stop requested while drawing (job.stopping) ends the run after the picture, with the retryable exit.
+    """
     try:
-        return draw()
-    except JobError:  # A SIGTERM before training (job.cli) must still stop the run.
-        raise
+        picture: Path | None = draw()
     except Exception as error:  # Graphviz, fonts, odd data: none of it may stop training.
         reporter.warning(f"skipped {what}: {type(error).__name__}: {error}")
-        return None
+        picture = None
+    stopping.raise_if_requested("while drawing pictures")
+    return picture
 
 
 def write_data_plots(dataset: Cifar10, folder: Path, reporter: Reporter) -> list[Path]:

@@ -8,8 +8,6 @@ model and `summary.json` once, at the very end.
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from job import devices as devices_module
-from job import hypertune, plots, stepping
+from job import hypertune, plots, stepping, stopping
 from job.artifacts import CHECKPOINTS, CONFIG, KERAS_MODEL, SAVED_MODEL, TENSORBOARD, RunWriter
 from job.checkpoints import Checkpointer
 from job.config import Loop, TrainConfig
@@ -43,6 +41,7 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
     started = time.monotonic()
     reporter = Reporter(config.log_format.value)
     writer, dataset = prepared.writer, prepared.dataset
+    stopping.raise_if_requested("while TensorFlow was loading")
     devices = devices_module.detect()
     distribution = make_distribution(config.strategy, len(devices.gpus))  # Before any other TensorFlow op.
     reporter.event("devices", seen="; ".join(devices.describe()), **distribution.describe())
@@ -83,8 +82,9 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
         mirror_to_vertex_dirs(writer)
     writer.keep_metrics_through(first_epoch, first_step)
     writer.write_json(CONFIG, record)
+    stopping.raise_if_requested("before training started")
     if prepared.is_chief:
-        plots.write_data_plots(dataset, writer.path(plots.FOLDER), reporter)  # Never raises: warns instead.
+        plots.write_data_plots(dataset, writer.path(plots.FOLDER), reporter)  # Warns on failure; stops on request.
     reporter.event(
         "resuming" if prepared.resuming else "training",
         run=writer.url,
@@ -107,7 +107,7 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
     )
     if distribution.kind != "none" and config.loop == Loop.fit:
         prepare_fit(model, dataset.image_size)
-    with stop_on_signals(monitor), peers_lost_is_retryable(distribution):
+    with peers_lost_is_retryable(distribution):
         if first_epoch < config.epochs:
             train_model(
                 config,
@@ -121,7 +121,7 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
                 jit_compile,
                 steps_per_execution,
             )
-    if monitor.stop_requested:
+    if stopping.requested():
         writer.sync_tree(CHECKPOINTS)
         raise Interrupted(
             f"stopped by a signal; training state saved in {writer.url}/{CHECKPOINTS}: "
@@ -132,6 +132,7 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
         reporter.event("worker finished", worker=distribution.worker_index, published="nothing (the chief publishes)")
         return {}
 
+    stopping.raise_if_requested("after training, before publishing")
     test = Evaluator(model)(splits.test)
     summary = publish(writer, reporter, config, model, dataset.image_size, monitor, test, started)
     if summary["val_accuracy"] is not None:
@@ -234,22 +235,6 @@ def effective_steps_per_execution(config: TrainConfig, steps_per_epoch: int, dis
     return min(stepping.requested_steps(config.steps_per_execution), steps_per_epoch)
 
 
-@contextmanager
-def stop_on_signals(monitor: Monitor) -> Iterator[None]:
-    """SIGTERM (pod eviction, preemption) and Ctrl-C ask the loop to stop at the next step boundary."""
-
-    def request_stop(signum: int, frame: object) -> None:
-        monitor.stop_requested = True
-        print(f"received {signal.Signals(signum).name}: saving state and stopping", file=sys.stderr, flush=True)
-
-    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def publish(
     writer: RunWriter,
     reporter: Reporter,
@@ -263,8 +248,9 @@ def publish(
     """Export the model, upload it, then write summary.json last; on failure the local copy stays."""
     signature = [tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="image")]
     model.export(str(writer.path(SAVED_MODEL)), format="tf_saved_model", input_signature=signature, verbose=False)
+    stopping.raise_if_requested("while publishing")
     model.save(writer.path(KERAS_MODEL))
-    plots.write_run_plots(writer.staging, model, reporter)  # Never raises: warns instead.
+    plots.write_run_plots(writer.staging, model, reporter)  # Warns on failure; stops on request.
     epochs = monitor.epoch_records
     steady = epochs[1:] or epochs  # The first epoch includes tracing and warm-up.
     summary = {
@@ -282,6 +268,7 @@ def publish(
         "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     for name in (TENSORBOARD, SAVED_MODEL, KERAS_MODEL, plots.FOLDER):
+        stopping.raise_if_requested("while publishing")
         writer.publish_file(name)
     writer.publish_summary(summary)
     writer.cleanup_staging()

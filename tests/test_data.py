@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from job import cli, data
+from job import data, stopping
 from job.data import Cifar10
 from job.errors import DataError, Interrupted
 from tests.conftest import RunJob
@@ -118,18 +118,26 @@ def test_broken_data_through_cli_is_exit_3_without_traceback(
 def test_sigterm_while_reading_a_batch_is_an_interruption_not_bad_data(
     tiny_tarball: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The CLI turns SIGTERM before training into Interrupted (exit 75); landing inside the pickle reader's
-    catch-all must not turn it into 'not a CIFAR-10 pickle' (exit 3), which Kubernetes would not retry."""
+    """A SIGTERM landing inside the pickle reader is recorded (job.stopping), the batch finishes, and the load
+    stops before the next one with Interrupted (exit 75), not 'not a CIFAR-10 pickle' (exit 3), which
+    Kubernetes would not retry."""
     real_load = pickle.load
+    batches_read = 0
 
     def load_after_sigterm(*args: object, **kwargs: object) -> object:
+        nonlocal batches_read
+        batches_read += 1
         os.kill(os.getpid(), signal.SIGTERM)  # Delivered to the handler at the next bytecode.
         return real_load(*args, **kwargs)  # type: ignore[arg-type]
 
-    previous = signal.signal(signal.SIGTERM, cli._stop_before_training)
+    previous = {signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}
+    stopping.install()
     monkeypatch.setattr(data.pickle, "load", load_after_sigterm)
     try:
-        with pytest.raises(Interrupted, match="SIGTERM before training started"):
+        with pytest.raises(Interrupted, match="received SIGTERM while loading the data"):
             data.load(str(tiny_tarball))
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        stopping.reset()
+    assert batches_read == 1
