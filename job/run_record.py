@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import socket
-import subprocess
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -16,6 +13,7 @@ import tensorflow as tf
 
 from job import data as data_module
 from job import devices as devices_module
+from job import provenance
 from job.artifacts import CONFIG, RunWriter
 from job.distribute import Distribution
 from job.errors import UsageError
@@ -59,7 +57,8 @@ def describe_run(
             "numpy": np.__version__,
         },
         "host": socket.gethostname(),
-        "git_commit": git_commit(),
+        "version": provenance.version(),
+        "git_commit": provenance.git_commit(),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "attempts": 1,
     }
@@ -80,21 +79,3 @@ def resumed_record(writer: RunWriter, record: dict[str, Any], first_epoch: int, 
         "attempts": int(previous.get("attempts", 1)) + 1,
         "resumed": [*previous.get("resumed", []), resumed],
     }
-
-
-def git_commit() -> str | None:
-    """The source commit: $GIT_COMMIT (set at image build) or the checkout's HEAD."""
-    if os.environ.get("GIT_COMMIT"):
-        return os.environ["GIT_COMMIT"]
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-            cwd=Path(__file__).parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None
