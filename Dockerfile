@@ -1,9 +1,10 @@
-# syntax=docker/dockerfile:1
 # The training job as a GPU image: `make docker-build`, then `make docker-run API=symbolic`.
 # Based on the official TensorFlow GPU image of the pinned version (CUDA and cuDNN included); the
 # project installs from requirements/runtime.lock, the same lock `make install`/`make test` use, so
 # pip keeps the base image's tensorflow==2.21.0 and adds only what the lock pins on top.
 # Build context: only requirements/runtime.lock and job/ (see .dockerignore); no credentials.
+# No `# syntax=` line on purpose: it makes BuildKit fetch its front end from Docker Hub, which fails
+# offline (air-gapped clusters, our CI); the front end built into Docker >= 20.10 handles RUN --mount.
 # Pin the base by digest for a reproducible build: --build-arg BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu@sha256:...
 ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu
 # checkov:skip=CKV_DOCKER_7:The tag is pinned in the BASE_IMAGE default above; checkov does not expand build ARGs.
@@ -37,14 +38,30 @@ ENV HOME=/scratch \
 # the base image's pip (--without-pip), so it does not depend on ensurepip/python3-venv being installed.
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=bind,source=requirements/runtime.lock,target=/tmp/runtime.lock \
+    --mount=type=bind,source=image/check_base.py,target=/tmp/check_base.py \
     python3 -m venv --system-site-packages --without-pip "${VIRTUAL_ENV}" \
-    && python -m pip install --requirement /tmp/runtime.lock
+    && python -m pip install --requirement /tmp/runtime.lock \
+    && python -m pip check \
+    && python /tmp/check_base.py /tmp/runtime.lock
 
 # The code itself is importable from /app (no build step, so no setuptools needed in the image).
 WORKDIR /app
 ENV PYTHONPATH=/app
 COPY job ./job
 RUN python -m job --help > /dev/null
+
+# Provenance, last so a new commit rebuilds no layer above: OCI labels for registries and scanners,
+# and the same values in the environment, where `python -m job --version` and config.json read them.
+ARG VERSION=unknown
+ARG GIT_COMMIT=unknown
+ARG SOURCE_URL=""
+LABEL org.opencontainers.image.title="cifar10-job" \
+      org.opencontainers.image.description="The Keras CIFAR-10 chapter as a GPU training job" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${GIT_COMMIT}" \
+      org.opencontainers.image.source="${SOURCE_URL}"
+ENV JOB_VERSION="${VERSION}" \
+    JOB_GIT_COMMIT="${GIT_COMMIT}"
 
 # Numeric, so the kubelet can check runAsNonRoot without reading /etc/passwd.
 USER 10001:10001
