@@ -23,14 +23,28 @@ STAMP := $(VENV)/.installed
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target> [API=symbolic|imperative LOOP=fit|custom ...]\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
-$(STAMP): requirements/runtime.lock requirements/dev.lock pyproject.toml
+# System packages the job uses beyond Python: Graphviz's `dot` draws the architecture diagram (plots/model.png).
+SYSTEM_PACKAGES = graphviz
+.PHONY: system-packages
+system-packages: ## Install the system packages (Graphviz) with apt-get when missing and root; else say how.
+	@if ! command -v dot >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing $(SYSTEM_PACKAGES) (apt-get)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+		else \
+			echo "error: Graphviz's dot is missing (architecture diagrams, tests): sudo apt-get install $(SYSTEM_PACKAGES) (or brew install graphviz)" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
+$(STAMP): requirements/runtime.lock requirements/dev.lock pyproject.toml | system-packages
 	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/runtime.lock -r requirements/dev.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 .PHONY: install
-install: $(STAMP) ## Create .venv and install the locked dependencies.
+install: system-packages $(STAMP) ## Install Graphviz if missing, create .venv and install the locked dependencies.
 
 ##@ Development
 
@@ -80,34 +94,60 @@ LRS ?=
 BATCH_SIZES ?=
 MOMENTUMS ?=
 ADC ?= $(HOME)/.config/gcloud/application_default_credentials.json
-LOCAL_IMAGE = $(or $(IMAGE),cifar10-job:dev)
+# GPU=0: run the image on the CPU (no --gpus all, no --require-gpu), as `make image-test` does.
+GPU ?= 1
+# The official GPU base by default; `make image-test` builds on a local CPU stand-in (image/standin/).
+BASE_IMAGE ?=
+# Extra `docker run` / `docker build` flags, e.g. DOCKER_ARGS="--network host -e STORAGE_EMULATOR_HOST=..."
+# or DOCKER_BUILD_ARGS="--network host" (engines without a bridge network, such as our CI's).
+DOCKER_ARGS ?=
+DOCKER_BUILD_ARGS ?=
+# The container's uid:gid: the caller's by default, so files in a host OUTPUT folder belong to the caller.
+DOCKER_USER ?= $$(id -u):$$(id -g)
+# A docker client that builds with BuildKit, talking to a running engine (image/docker-client).
+DOCKER ?= $(shell image/docker-client || echo false)
+# Provenance baked into the image (OCI labels, JOB_VERSION/JOB_GIT_COMMIT, config.json, --version).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+SOURCE_URL ?= $(shell git remote get-url origin 2>/dev/null)
+IMAGE_NAME = cifar10-job
+# docker-build tags IMAGE, or cifar10-job:<git describe> plus cifar10-job:latest, which docker-run uses.
+LOCAL_IMAGE = $(or $(IMAGE),$(IMAGE_NAME):latest)
 KUBE_FLAGS = $(if $(NAMESPACE),--namespace $(NAMESPACE))
 CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 is_gcs = $(filter gs://%,$(1))
 # docker-run: read-only root with a tmpfs scratch, the caller's uid (so a host folder stays writable),
 # a local OUTPUT/DATA mounted (DATA read-only), and Application Default Credentials mounted read-only if present.
-DOCKER_RUN_FLAGS = --rm --gpus all --read-only --tmpfs /scratch --user $$(id -u):$$(id -g) \
+DOCKER_RUN_FLAGS = --rm $(if $(filter 1,$(GPU)),--gpus all) --read-only --tmpfs /scratch --user $(DOCKER_USER) \
 	$(if $(call is_gcs,$(OUTPUT)),,-v $(abspath $(OUTPUT)):/output) \
 	$(if $(DATA),$(if $(call is_gcs,$(DATA)),,-v $(abspath $(DATA)):/data/$(notdir $(DATA)):ro)) \
-	$(if $(wildcard $(ADC)),-v $(ADC):/secrets/adc.json:ro -e GOOGLE_APPLICATION_CREDENTIALS=/secrets/adc.json)
-DOCKER_TRAIN_ARGS = train --api $(API) --loop $(LOOP) --epochs $(EPOCHS) --require-gpu \
+	$(if $(wildcard $(ADC)),-v $(ADC):/secrets/adc.json:ro -e GOOGLE_APPLICATION_CREDENTIALS=/secrets/adc.json) \
+	$(DOCKER_ARGS)
+DOCKER_TRAIN_ARGS = train --api $(API) --loop $(LOOP) --epochs $(EPOCHS) $(if $(filter 1,$(GPU)),--require-gpu) \
 	--output $(if $(call is_gcs,$(OUTPUT)),$(OUTPUT),/output) \
 	$(if $(DATA),--data $(if $(call is_gcs,$(DATA)),$(DATA),/data/$(notdir $(DATA)))) $(ARGS)
 
 .PHONY: docker-build
-docker-build: ## Build the GPU image: make docker-build [IMAGE=REGISTRY/cifar10-job:TAG].
-	DOCKER_BUILDKIT=1 docker build --tag $(LOCAL_IMAGE) .
+docker-build: ## Build the GPU image: make docker-build [IMAGE=REGISTRY/cifar10-job:TAG BASE_IMAGE=...].
+	DOCKER_BUILDKIT=1 $(DOCKER) build $(DOCKER_BUILD_ARGS) \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		--build-arg VERSION=$(VERSION) --build-arg GIT_COMMIT=$(GIT_COMMIT) --build-arg SOURCE_URL=$(SOURCE_URL) \
+		--tag $(or $(IMAGE),$(IMAGE_NAME):$(VERSION)) $(if $(IMAGE),,--tag $(IMAGE_NAME):latest) .
 
 .PHONY: docker-run
-docker-run: ## Train in the image on this machine's GPU: make docker-run API=symbolic [LOOP= EPOCHS= OUTPUT=dir|gs://... DATA=].
+docker-run: ## Train in the image on this machine's GPU: make docker-run API=symbolic [LOOP= EPOCHS= OUTPUT=dir|gs://... DATA= GPU=0].
 	$(if $(call is_gcs,$(OUTPUT)),,mkdir -p $(OUTPUT))
-	docker run $(DOCKER_RUN_FLAGS) $(LOCAL_IMAGE) $(DOCKER_TRAIN_ARGS)
+	$(DOCKER) run $(DOCKER_RUN_FLAGS) $(LOCAL_IMAGE) $(DOCKER_TRAIN_ARGS)
+
+.PHONY: image-test
+image-test: $(STAMP) ## Build the image on a CPU stand-in base and run it for real with docker (needs a Docker engine; root installs one).
+	$(PY) -m pytest image/tests $(ARGS)
 
 .PHONY: push
 push: ## Push the image: make push IMAGE=REGISTRY/cifar10-job:TAG (after make docker-build IMAGE=...).
 	@test -n "$(IMAGE)" || { echo "error: set IMAGE=REGISTRY/cifar10-job:TAG" >&2; exit 2; }
-	docker push $(IMAGE)
+	$(DOCKER) push $(IMAGE)
 
 .PHONY: k8s-render
 k8s-render: $(STAMP) ## Print the manifests kubectl apply -k would apply: make k8s-render [OVERLAY=symbolic|imperative|custom-loop|multiworker|sweep].
