@@ -6,6 +6,7 @@ a fresh TensorFlow each time.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -33,6 +34,22 @@ def tiny_tarball(tmp_path_factory: pytest.TempPathFactory, tiny_data: Cifar10) -
     path = tmp_path_factory.mktemp("data") / "cifar-10-python.tar.gz"
     write_tarball(tiny_data, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def without_tensorflow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment in which importing TensorFlow or Keras ends the process with exit 99 and says so.
+
+    For the promise "rejected before TensorFlow loads": with it, a check that imported TensorFlow first
+    could not still pass on its error line (TensorFlow's own start-up output is hidden by TF_CPP_MIN_LOG_LEVEL).
+    """
+    poison = tmp_path_factory.mktemp("poisoned-imports")
+    for package in ("tensorflow", "keras"):
+        (poison / package).mkdir()
+        (poison / package / "__init__.py").write_text(
+            f"raise SystemExit('{package} was imported, though this input must be rejected before it loads')\n"
+        )
+    return {"PYTHONPATH": os.pathsep.join([str(poison), str(ROOT)])}
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, RunJob
+from tests.helpers import job_env
 
 
 def test_help_lists_commands_and_does_not_import_tensorflow() -> None:
@@ -49,16 +50,19 @@ def test_no_arguments_prints_overview(run_job: RunJob) -> None:
         (["--no-such-flag"], "No such option"),
     ],
 )
-def test_bad_flag_is_one_line_and_exit_2(run_job: RunJob, args: list[str], expected: str) -> None:
-    result = run_job("train", *args)
+def test_bad_flag_is_one_line_and_exit_2(
+    run_job: RunJob, args: list[str], expected: str, without_tensorflow: dict[str, str]
+) -> None:
+    result = run_job("train", *args, env=without_tensorflow)
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
 
 
-def test_missing_data_path_is_exit_3(run_job: RunJob, tmp_path: object) -> None:
-    result = run_job("train", "--data", "/nonexistent/cifar-10-python.tar.gz", "--output", str(tmp_path))
+def test_missing_data_path_is_exit_3(run_job: RunJob, tmp_path: object, without_tensorflow: dict[str, str]) -> None:
+    data = "/nonexistent/cifar-10-python.tar.gz"
+    result = run_job("train", "--data", data, "--output", str(tmp_path), env=without_tensorflow)
     assert result.returncode == 3
     assert "does not exist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -68,3 +72,11 @@ def test_env_vars_set_flags(run_job: RunJob) -> None:
     result = run_job("train", env={"JOB_EPOCHS": "0"})
     assert result.returncode == 2
     assert "--epochs must be at least 1" in result.stderr
+
+
+def test_the_environment_without_tensorflow_would_catch_an_import(without_tensorflow: dict[str, str]) -> None:
+    """The guard of the bad-input checks can fail: a command that does import TensorFlow is stopped by it."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import job.train"], env=job_env(without_tensorflow), capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "was imported, though this input must be rejected" in result.stderr
