@@ -7,6 +7,7 @@ retried pod resumes the same way whichever loop it runs. Epochs are counted as *
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -15,6 +16,15 @@ import tensorflow as tf
 log = logging.getLogger(__name__)
 
 KEEP = 2  # The newest and one spare, in case the newest was cut off mid-write by a kill -9.
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What a restore found: completed epochs, steps into the next one, and the checkpoint's name (None: none)."""
+
+    completed_epochs: int
+    steps_into_epoch: int
+    checkpoint: str | None
 
 
 class Checkpointer:
@@ -38,14 +48,14 @@ class Checkpointer:
         )
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=KEEP)
 
-    def restore(self) -> tuple[int, int]:
-        """Restore the newest checkpoint if there is one; returns (completed epochs, steps into the next)."""
+    def restore(self) -> Restored:
+        """Restore the newest checkpoint if there is one: where training goes on from, and which checkpoint."""
         latest = self.manager.latest_checkpoint
         if latest is None:
-            return 0, 0
+            return Restored(0, 0, None)
         self.checkpoint.restore(latest).assert_existing_objects_matched()
         log.info("resumed from %s", latest)
-        return int(self.completed_epochs.numpy()), int(self.steps_into_epoch.numpy())
+        return Restored(int(self.completed_epochs.numpy()), int(self.steps_into_epoch.numpy()), Path(latest).name)
 
     def save(self, completed_epochs: int, steps_into_epoch: int = 0) -> str:
         self.completed_epochs.assign(completed_epochs)

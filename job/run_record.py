@@ -64,15 +64,21 @@ def describe_run(
     }
 
 
-def resumed_record(writer: RunWriter, record: dict[str, Any], first_epoch: int, first_step: int) -> dict[str, Any]:
-    """Refuse to continue in another precision (job.preflight checked the rest); keep the first start time."""
+def resumed_record(
+    writer: RunWriter, record: dict[str, Any], first_epoch: int, first_step: int, checkpoint: str | None
+) -> dict[str, Any]:
+    """Refuse to continue in another precision (job.preflight checked the rest); keep the first start time.
+
+    Each resume appends {epoch, step, checkpoint, at}: the 1-based epoch and the step it went on from, and
+    the checkpoint restored (None: the run had none yet and started over).
+    """
     previous = writer.read_json(CONFIG) or {}
     if previous.get("precision", record["precision"]) != record["precision"]:
         raise UsageError(
             f"run {writer.url} was trained in {previous['precision']}, this machine resolves "
             f"--precision to {record['precision']}: pass --precision {previous['precision']} to resume it"
         )
-    resumed = {"epoch": first_epoch + 1, "step": first_step, "at": record["started_at"]}
+    resumed = {"epoch": first_epoch + 1, "step": first_step, "checkpoint": checkpoint, "at": record["started_at"]}
     return {
         **record,
         "started_at": previous.get("started_at", record["started_at"]),

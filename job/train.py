@@ -20,7 +20,7 @@ import tensorflow as tf
 from job import devices as devices_module
 from job import hypertune, plots, stepping, stopping
 from job.artifacts import CHECKPOINTS, CONFIG, KERAS_MODEL, SAVED_MODEL, TENSORBOARD, RunWriter
-from job.checkpoints import Checkpointer
+from job.checkpoints import Checkpointer, Restored
 from job.config import Loop, TrainConfig
 from job.distribute import Distribution, make_distribution, prepare_fit
 from job.errors import Interrupted, UsageError
@@ -63,7 +63,8 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
             "train_accuracy": keras.metrics.SparseCategoricalAccuracy(),
         }
     checkpointer = Checkpointer(writer.path(CHECKPOINTS), model, optimizer, train_metrics)
-    first_epoch, first_step = checkpointer.restore() if prepared.resuming else (0, 0)
+    restored = checkpointer.restore() if prepared.resuming else Restored(0, 0, None)
+    first_epoch, first_step = restored.completed_epochs, restored.steps_into_epoch
     if config.loop == Loop.fit:
         first_step = 0  # fit resumes at epoch boundaries; a mid-epoch checkpoint repeats that epoch.
 
@@ -77,7 +78,7 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
     }
     record = describe_run(settings, jit_compile, devices, distribution, dataset, splits.steps_per_epoch, model)
     if prepared.resuming:
-        record = resumed_record(writer, record, first_epoch, first_step)
+        record = resumed_record(writer, record, first_epoch, first_step, restored.checkpoint)
     if prepared.is_chief:
         mirror_to_vertex_dirs(writer)
     writer.keep_metrics_through(first_epoch, first_step)
@@ -91,6 +92,7 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
         api=config.api.value,
         loop=config.loop.value,
         from_epoch=first_epoch + 1,
+        **({"from_step": first_step, "checkpoint": restored.checkpoint or "none"} if prepared.resuming else {}),
         precision=precision,
         xla=jit_compile,
     )
