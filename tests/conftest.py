@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from job.data import Cifar10, write_tarball
-from tests.helpers import ROOT, job_env, make_cifar_like
+from tests.helpers import ROOT, TINY_TRAIN, job_env, make_cifar_like
 
 pytest_plugins = ["tests.gcs_fixtures"]
 
@@ -34,6 +34,28 @@ def tiny_tarball(tmp_path_factory: pytest.TempPathFactory, tiny_data: Cifar10) -
     path = tmp_path_factory.mktemp("data") / "cifar-10-python.tar.gz"
     write_tarball(tiny_data, path)
     return path
+
+
+# The four api × loop variants, trained once per session and only read by the tests that use them.
+VARIANTS = [("symbolic", "fit"), ("symbolic", "custom"), ("imperative", "fit"), ("imperative", "custom")]
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory: pytest.TempPathFactory, run_job: RunJob, tiny_tarball: Path) -> dict[str, Path]:
+    """Each variant trained once (2 epochs, 500 images, seed 7, float32 so every CPU computes the same thing),
+    in one folder; {"symbolic-fit": run folder, ...}. Read-only: a test that changes a run copies it first."""
+    output = tmp_path_factory.mktemp("trained-runs")
+    runs = {}
+    for api, loop in VARIANTS:
+        run_id = f"{api}-{loop}"
+        result = run_job(
+            "train", "--api", api, "--loop", loop, "--data", str(tiny_tarball), "--output", str(output),
+            "--run-id", run_id, "--seed", "7", "--precision", "float32", *TINY_TRAIN,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "warning" not in result.stdout, result.stdout  # Every picture was drawn.
+        runs[run_id] = output / run_id
+    return runs
 
 
 @pytest.fixture(scope="session")

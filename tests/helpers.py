@@ -61,3 +61,18 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def epoch_records(run_dir: Path) -> list[dict[str, Any]]:
     return [record for record in read_jsonl(run_dir / "metrics.jsonl") if record["kind"] == "epoch"]
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar under `folder`, read back with TensorBoard's own EventAccumulator: {tag: [(step, value)]}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    accumulator = EventAccumulator(str(folder), size_guidance={"tensors": 0, "scalars": 0})
+    accumulator.Reload()
+    scalars = {
+        tag: [(event.step, float(tensor_util.make_ndarray(event.tensor_proto))) for event in accumulator.Tensors(tag)]
+        for tag in accumulator.Tags()["tensors"]
+    }
+    scalars |= {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    return scalars

@@ -20,17 +20,9 @@ RUN_IDS = ("symbolic-fit", "imperative-custom")
 
 
 @pytest.fixture(scope="module")
-def runs_folder(tmp_path_factory: pytest.TempPathFactory, run_job: RunJob, tiny_tarball: Path) -> Path:
-    output = tmp_path_factory.mktemp("runs")
-    for run_id in RUN_IDS:
-        api, loop = run_id.split("-")
-        result = run_job(
-            "train", "--api", api, "--loop", loop, "--data", str(tiny_tarball), "--output", str(output),
-            "--run-id", run_id, "--seed", "7", *TINY_TRAIN,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
-        assert "warning" not in result.stdout, result.stdout  # Every picture was drawn.
-    return output
+def runs_folder(trained_runs: dict[str, Path]) -> Path:
+    """The session's trained runs (tests/conftest.py): symbolic-fit and imperative-custom among them."""
+    return trained_runs[RUN_IDS[0]].parent
 
 
 def summary(run: Path) -> dict[str, Any]:

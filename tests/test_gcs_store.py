@@ -86,6 +86,7 @@ def test_racing_publishers_cannot_both_win(gcs_bucket: str) -> None:
     assert store.read_bytes("summary.json") == f'{{"job": {winners[0].split()[1]}}}'.encode()
 
 
+@pytest.mark.usefixtures("gcs_server")  # The server this test talks to, not whichever an earlier test left set.
 def test_missing_bucket_fails_with_one_clear_line() -> None:
     with pytest.raises(OutputError) as raised:
         open_store("gs://no-such-bucket-here/runs").check_writable()

@@ -27,10 +27,19 @@ needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's d
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """Decode the whole PNG (not just its header) and return (width, height)."""
+    """Decode the whole PNG (not just its header), check it shows something, and return (width, height).
+
+    A blank or nearly blank picture fails: at least 2% of its pixels differ from the background (the most
+    common colour) and it has at least 16 colours (lines, labels and antialiasing, not one flat fill).
+    """
     with Image.open(path) as image:
         image.load()
         assert image.format == "PNG"
+        pixels = image.convert("RGB")
+        colours = pixels.getcolors(maxcolors=1 << 20) or []
+        background = max(count for count, _ in colours)
+        total = pixels.width * pixels.height
+        assert len(colours) >= 16 and (total - background) / total >= 0.02, (path.name, len(colours), background)
         return image.size
 
 
@@ -184,3 +193,10 @@ def test_a_failing_picture_is_skipped_but_an_interruption_still_stops_the_run(tm
             signal.signal(signum, handler)
         stopping.reset()
     assert (tmp_path / "p.png").exists()  # The picture in hand is finished; the next one is not started.
+
+
+def test_a_blank_picture_fails_the_picture_check(tmp_path: Path) -> None:
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (800, 600), "white").save(blank)
+    with pytest.raises(AssertionError):
+        assert_sane_png(blank)
