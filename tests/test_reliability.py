@@ -31,7 +31,10 @@ from job.gcs import GcsStore
 from tests.conftest import RunJob
 from tests.helpers import epoch_records, job_env, make_cifar_like, read_jsonl, start_job
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.xdist_group("reliability"),
+]  # Under xdist, one worker trains the uninterrupted references.
 
 EPOCHS = 3
 # 1,000 images in batches of 5: 200 steps per epoch, so each epoch has a step record at 100 (mid-epoch) and
@@ -87,10 +90,6 @@ def wait_for_record(records: Records, epoch: int, step: int | None, process: sub
 
 def local_records(run: Path) -> Records:
     return lambda: read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
-
-
-# Where a kill may land, in the order training reaches them: an epoch's step-100 record (mid-epoch) or its end.
-KILL_POINTS = [(epoch, step) for epoch in range(1, EPOCHS) for step in (100, None)] + [(EPOCHS, 100)]
 
 
 def newest_checkpoint(checkpoints: Path) -> tuple[str | None, int, int]:
@@ -161,61 +160,47 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, run_job: RunJob, tar
 
 
 @pytest.mark.parametrize("loop", ["fit", "custom"])
-def test_two_kill_9s_then_the_same_command_resumes_from_each_checkpoint(
+def test_a_kill_9_then_a_sigterm_then_the_same_command_resumes_from_each_checkpoint(
     tmp_path: Path, processes: Any, run_job: RunJob, tarball: Path, uninterrupted: dict[str, Any], loop: str
 ) -> None:
-    rng = random.Random(f"{SEED}-{loop}-kill")
+    """kill -9 in epoch 1 (mid-epoch or at its end), SIGTERM mid-epoch 2, then the same command finishes.
+
+    On SIGTERM `fit` keeps the last epoch's checkpoint, the custom loop saves the step it stopped at.
+    """
+    kill_at = random.Random(f"{SEED}-{loop}").choice([(1, 100), (1, None)])
+    print(f"RELIABILITY_SEED={SEED}: kill -9 after the record of (epoch, step) {kill_at}, SIGTERM at (2, 100)")
     run, args = tmp_path / "run", train_args(tarball, str(tmp_path), "run", loop)
-    first, second = (KILL_POINTS[index] for index in sorted(rng.sample(range(len(KILL_POINTS)), 2)))
-    print(f"RELIABILITY_SEED={SEED}: kill -9 after the record of (epoch, step) {first}, then {second} ({loop})")
 
     process = processes(args)
-    wait_for_record(local_records(run), *first, process)
+    wait_for_record(local_records(run), *kill_at, process)
     process.kill()
     process.communicate()
-    checkpoint_1 = newest_checkpoint(run / "checkpoints")
+    killed = newest_checkpoint(run / "checkpoints")
 
     process = processes(args)
-    wait_for_record(local_records(run), *second, process)
-    process.kill()
-    killed_stdout, _ = process.communicate()
-    assert f"checkpoint={checkpoint_1[0] or 'none'}" in killed_stdout
-    checkpoint_2 = newest_checkpoint(run / "checkpoints")
-    assert not (run / "summary.json").exists()
-
-    result = run_job(*args)
-    assert result.returncode == 0, result.stderr
-    assert_resumed_from(run, result.stdout, checkpoint_2, resume_index=1)
-    assert json.loads((run / "config.json").read_text())["resumed"][0]["checkpoint"] == checkpoint_1[0]
-    assert_completed_once(run, uninterrupted[loop], attempts=3)
-
-
-@pytest.mark.parametrize("loop", ["fit", "custom"])
-def test_sigterm_mid_epoch_exits_75_and_the_rerun_resumes(
-    tmp_path: Path, processes: Any, run_job: RunJob, tarball: Path, uninterrupted: dict[str, Any], loop: str
-) -> None:
-    """Mid-epoch: `fit` keeps the last epoch's checkpoint; the custom loop saves the step it stopped at."""
-    # fit checkpoints at epoch ends only, so it is stopped in epoch 2 or later to have one to resume from.
-    epoch = random.Random(f"{SEED}-{loop}-term").randint(1 if loop == "custom" else 2, EPOCHS - 1)
-    print(f"RELIABILITY_SEED={SEED}: SIGTERM after the step-100 record of epoch {epoch} ({loop})")
-    run, args = tmp_path / "run", train_args(tarball, str(tmp_path), "run", loop)
-    process = processes(args)
-    wait_for_record(local_records(run), epoch, 100, process)
+    wait_for_record(local_records(run), 2, 100, process)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 75, stderr
     assert stderr.strip().splitlines()[-1].endswith("rerun the same command with --run-id run to resume")
+    assert f"checkpoint={killed[0] or 'none'}" in stdout
     assert not (run / "summary.json").exists()
-    _, completed, steps = checkpoint = newest_checkpoint(run / "checkpoints")
+    stopped = newest_checkpoint(run / "checkpoints")
     if loop == "custom":
-        assert (completed, 100 <= steps < 200) == (epoch - 1, True), checkpoint  # Saved where it stopped.
+        assert (stopped[1], 100 <= stopped[2] < 200) == (1, True), stopped  # Saved at the step it stopped.
     else:
-        assert (completed, steps) == (epoch - 1, 0), checkpoint  # fit resumes at the epoch's start.
+        assert stopped[1:] == (1, 0), stopped  # fit resumes at the start of the epoch it was stopped in.
 
     result = run_job(*args)
     assert result.returncode == 0, result.stderr
-    assert_resumed_from(run, result.stdout, checkpoint, resume_index=0)
-    assert_completed_once(run, uninterrupted[loop], attempts=2)
+    assert_resumed_from(run, result.stdout, stopped, resume_index=1)
+    resumed = json.loads((run / "config.json").read_text())["resumed"]
+    assert {key: resumed[0][key] for key in ("checkpoint", "epoch", "step")} == {
+        "checkpoint": killed[0],
+        "epoch": killed[1] + 1,
+        "step": killed[2],
+    }
+    assert_completed_once(run, uninterrupted[loop], attempts=3)
 
 
 def test_sigterm_with_gcs_output_resumes_from_the_bucket_alone(
