@@ -63,8 +63,10 @@ format: $(STAMP) ## Apply ruff's fixes and formatting.
 	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
 
 .PHONY: test
+# pytest on every core (xdist); tests that share an expensive fixture run on one worker (xdist_group marks).
+PYTEST_WORKERS ?= auto
 test: lint .venv-checkov/bin/checkov ## Lint, then the whole test suite (checkov has its own venv, see below).
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(ARGS)
 
 .PHONY: clean
 clean: ## Remove caches (keeps .venv and runs/).

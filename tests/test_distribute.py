@@ -18,7 +18,10 @@ import pytest
 from tests.conftest import RunJob
 from tests.helpers import epoch_records, job_env, start_job
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.xdist_group("distribute"),
+]  # Under xdist, one worker trains the single-replica reference.
 
 FLAGS = (
     "--epochs", "2", "--batch-size", "50", "--validation-size", "100", "--learning-rate", "0.01",

@@ -276,3 +276,16 @@ def test_nan_loss_stops_with_exit_5_and_publishes_nothing(run_job: RunJob, tarba
     assert last.startswith("error: training diverged at epoch 1 step") and "lower --learning-rate" in last
     assert not (tmp_path / "nan" / "summary.json").exists()
     assert epoch_records(tmp_path / "nan") == []
+
+
+def test_ctrl_c_mid_epoch_saves_and_exits_75(tmp_path: Path, processes: Any, tarball: Path) -> None:
+    """Ctrl-C (SIGINT) is a stop request like SIGTERM: the custom loop saves the step it reached."""
+    run = tmp_path / "run"
+    process = processes(train_args(tarball, str(tmp_path), "run", "custom"))
+    wait_for_record(local_records(run), 1, 100, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 75, stderr
+    assert "received SIGINT: stopping at the next safe point" in stderr and "Traceback" not in stderr
+    _, completed, steps = newest_checkpoint(run / "checkpoints")
+    assert completed == 0 and 100 <= steps < 200

@@ -16,7 +16,10 @@ from tests.helpers import TINY_TRAIN, epoch_records, read_jsonl, tensorboard_sca
 
 EPOCH_KEYS = {"kind", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "images_per_second"}
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.xdist_group("trained-runs"),
+]  # Under xdist, with test_compare: one worker trains the shared runs (tests/conftest.py).
 
 
 def read_json(path: Path) -> dict[str, Any]:

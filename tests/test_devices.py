@@ -1,0 +1,37 @@
+"""The hardware-dependent choices, as pure functions of what the job sees: precision and XLA under `auto`."""
+
+from __future__ import annotations
+
+import pytest
+
+from job.config import Precision, Xla
+from job.devices import Devices, resolve_precision, resolve_xla
+
+VOLTA, PASCAL = {"compute_capability": (7, 0)}, {"compute_capability": (6, 1)}
+CPU_WITH_BF16, PLAIN_CPU = Devices(gpus=[], cpu_bfloat16=True), Devices(gpus=[], cpu_bfloat16=False)
+
+
+@pytest.mark.parametrize(
+    ("devices", "expected"),
+    [
+        (Devices(gpus=[VOLTA, VOLTA], cpu_bfloat16=True), "mixed_float16"),  # Tensor cores on every GPU.
+        (Devices(gpus=[VOLTA, PASCAL], cpu_bfloat16=False), "float32"),  # One GPU without them decides.
+        (Devices(gpus=[{}], cpu_bfloat16=True), "float32"),  # Unknown capability: no GPU precision is assumed.
+        (CPU_WITH_BF16, "mixed_bfloat16"),
+        (PLAIN_CPU, "float32"),
+    ],
+)
+def test_auto_precision_follows_the_hardware(devices: Devices, expected: str) -> None:
+    assert resolve_precision(Precision.auto, devices) == expected
+
+
+@pytest.mark.parametrize("requested", [Precision.float32, Precision.mixed_bfloat16, Precision.mixed_float16])
+def test_a_requested_precision_is_kept_whatever_the_hardware(requested: Precision) -> None:
+    for devices in (CPU_WITH_BF16, PLAIN_CPU, Devices(gpus=[VOLTA], cpu_bfloat16=False)):
+        assert resolve_precision(requested, devices) == requested.value
+
+
+def test_auto_xla_is_on_for_gpus_only() -> None:
+    assert resolve_xla(Xla.auto, Devices(gpus=[VOLTA], cpu_bfloat16=False)) is True
+    assert resolve_xla(Xla.auto, CPU_WITH_BF16) is False
+    assert resolve_xla(Xla.on, PLAIN_CPU) is True and resolve_xla(Xla.off, Devices([VOLTA], False)) is False
