@@ -7,7 +7,8 @@ import pytest
 from job.config import Precision, Xla
 from job.devices import Devices, resolve_precision, resolve_xla
 
-VOLTA, PASCAL = {"compute_capability": (7, 0)}, {"compute_capability": (6, 1)}
+VOLTA: dict[str, object] = {"compute_capability": (7, 0)}
+PASCAL: dict[str, object] = {"compute_capability": (6, 1)}
 CPU_WITH_BF16, PLAIN_CPU = Devices(gpus=[], cpu_bfloat16=True), Devices(gpus=[], cpu_bfloat16=False)
 
 
