@@ -67,6 +67,8 @@ ROWS = {
     "npz-missing-arrays": Row(("--data", "{bad}/partial.npz"), 3, "lacks y_train, x_test, y_test"),
     "run-id-with-slash": Row(("--run-id", "team/run"), 2, "--run-id 'team/run' is not a valid run id"),
     "run-id-with-dotdot": Row(("--run-id", "..hidden"), 2, "is not a valid run id"),
+    "run-id-with-inner-dotdot": Row(("--run-id", "x..y"), 2, "--run-id 'x..y' is not a valid run id"),
+    "momentum-above-one": Row(("--momentum", "1.5"), 2, "--momentum must be in [0, 1)"),
     "finished-run-exists": Row(("--run-id", "finished"), 4, "already finished (it has summary.json)"),
     "resume-with-other-settings": Row(
         ("--run-id", "unfinished", "--api", "symbolic"), 2, "--api imperative → symbolic"

@@ -1,11 +1,10 @@
-"""The CLI contract: fast help, and bad flags rejected with one line and exit 2 before TensorFlow loads."""
+"""The CLI contract: fast help without TensorFlow. Bad flags and inputs, with one line and their exit codes before
+TensorFlow loads, are the matrix in tests/test_bad_input.py."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-
-import pytest
 
 from tests.conftest import ROOT, RunJob
 from tests.helpers import job_env
@@ -29,49 +28,6 @@ def test_no_arguments_prints_overview(run_job: RunJob) -> None:
     result = run_job()
     assert result.returncode == 0
     assert "Commands" in result.stdout
-
-
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["--api", "functional"], "'functional' is not one of 'symbolic', 'imperative'"),
-        (["--loop", "scan"], "'scan' is not one of 'fit', 'custom'"),
-        (["--epochs", "0"], "--epochs must be at least 1"),
-        (["--epochs", "-3"], "--epochs must be at least 1"),
-        (["--epochs", "two"], "'--epochs'"),
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
-        (["--learning-rate", "-0.1"], "--learning-rate must be a positive finite number"),
-        (["--learning-rate", "nan"], "--learning-rate must be a positive finite number"),
-        (["--momentum", "1.5"], "--momentum must be in [0, 1)"),
-        (["--run-id", "a/b"], "is not a valid run id"),
-        (["--run-id", "x..y"], "is not a valid run id"),
-        (["--output", "gs:/bucket"], "malformed Cloud Storage URL"),
-        (["--output", "s3://bucket/runs"], "unsupported output"),
-        (["--no-such-flag"], "No such option"),
-    ],
-)
-def test_bad_flag_is_one_line_and_exit_2(
-    run_job: RunJob, args: list[str], expected: str, without_tensorflow: dict[str, str]
-) -> None:
-    result = run_job("train", *args, env=without_tensorflow)
-    assert result.returncode == 2, result.stderr
-    assert expected in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in result.stderr
-
-
-def test_missing_data_path_is_exit_3(run_job: RunJob, tmp_path: object, without_tensorflow: dict[str, str]) -> None:
-    data = "/nonexistent/cifar-10-python.tar.gz"
-    result = run_job("train", "--data", data, "--output", str(tmp_path), env=without_tensorflow)
-    assert result.returncode == 3
-    assert "does not exist" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-
-
-def test_env_vars_set_flags(run_job: RunJob) -> None:
-    result = run_job("train", env={"JOB_EPOCHS": "0"})
-    assert result.returncode == 2
-    assert "--epochs must be at least 1" in result.stderr
 
 
 def test_the_environment_without_tensorflow_would_catch_an_import(without_tensorflow: dict[str, str]) -> None:
