@@ -30,6 +30,9 @@ FLAGS = (
 
 
 def free_ports(count: int) -> list[int]:
+    """Ports free now. TensorFlow's gRPC server refuses a port another socket holds, even with SO_REUSEPORT
+    (tried), so they are released before the workers bind them; a process that takes one in between fails
+    the test with "Could not start gRPC server"."""
     sockets = [socket.socket() for _ in range(count)]
     for sock in sockets:
         sock.bind(("127.0.0.1", 0))
@@ -93,10 +96,16 @@ def start_worker(args: list[str], index: int, addresses: str, staging: Path) -> 
 def test_two_workers_train_one_run_and_only_the_chief_publishes(
     tmp_path: Path, tiny_tarball: Path, single: dict[str, Path], loop: str
 ) -> None:
-    addresses = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
     args = train_args(tiny_tarball, tmp_path / "runs", "multi", loop, "auto")  # auto: two workers → multiworker.
+    addresses = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
     workers = [start_worker(args, index, addresses, tmp_path / "staging") for index in (0, 1)]
-    outputs: list[Any] = [worker.communicate(timeout=600) for worker in workers]
+    try:
+        outputs: list[Any] = [worker.communicate(timeout=600) for worker in workers]
+    finally:
+        for worker in workers:  # A failed or timed-out test leaves no trainer behind.
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
     for worker, (_, stderr) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, stderr
     assert "strategy=multiworker replicas=2 workers=2 worker=0" in outputs[0][0]

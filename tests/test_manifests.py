@@ -7,6 +7,8 @@ scheduler would place the pod or that the GPU node pool exists.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import subprocess
 import sys
@@ -26,8 +28,14 @@ OVERLAYS = {"symbolic": ("symbolic", "fit"), "imperative": ("imperative", "fit")
 SCHEMA_VERSIONS = ["1.31.0", kubernetes_validate.latest_version()]
 
 
-def rendered(target: str) -> list[dict[str, Any]]:
+@functools.cache
+def _rendered_once(target: str) -> list[dict[str, Any]]:
     return render.render(K8S / target)
+
+
+def rendered(target: str) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of a target, run once per session; each caller gets its own copy to change."""
+    return copy.deepcopy(_rendered_once(target))
 
 
 def job_of(target: str) -> dict[str, Any]:
