@@ -122,3 +122,14 @@ def test_two_workers_train_one_run_and_only_the_chief_publishes(
     assert_same_training(run, single[loop], tolerance=0.01 if loop == "custom" else 0.15)
     reference = json.loads((single[loop] / "summary.json").read_text())
     assert summary["test_accuracy"] == pytest.approx(reference["test_accuracy"], abs=0.1)
+
+
+def test_a_global_batch_that_does_not_split_over_the_replicas_is_exit_2(
+    tmp_path: Path, run_job: RunJob, tiny_tarball: Path
+) -> None:
+    args = train_args(tiny_tarball, tmp_path, "odd", "fit", "mirrored")
+    result = run_job(*args, "--batch-size", "51", env={"JOB_LOGICAL_CPUS": "2"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --batch-size 51 does not split evenly over 2 replicas: use a multiple of 2 (it is the global batch)"
+    )

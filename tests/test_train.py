@@ -151,3 +151,22 @@ def test_steps_per_execution_changes_speed_not_results(
     for grouped_epoch, single_epoch in zip(grouped, single, strict=True):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert grouped_epoch[key] == pytest.approx(single_epoch[key], rel=1e-6), key
+
+
+def test_resuming_in_another_precision_is_refused_with_exit_2(
+    trained_runs: dict[str, Path], run_job: RunJob, tiny_tarball: Path, tmp_path: Path
+) -> None:
+    """A run trained in float32, made unfinished again, may not continue in bfloat16: two runs would mix."""
+    run = tmp_path / "symbolic-fit"
+    shutil.copytree(trained_runs["symbolic-fit"], run)
+    (run / "summary.json").unlink()
+    result = run_job(
+        "train", "--data", str(tiny_tarball), "--output", str(tmp_path), "--run-id", run.name, "--seed", "7",
+        "--precision", "mixed_bfloat16", *TINY_TRAIN,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: run {run} was trained in float32, this machine resolves --precision to mixed_bfloat16: "
+        "pass --precision float32 to resume it"
+    )
+    assert not (run / "summary.json").exists()
