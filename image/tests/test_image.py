@@ -24,7 +24,8 @@ from image.tests.conftest import IMAGE, ROOT, checked, make_build, run
 from job.gcs import GcsStore
 from tests.gcs_fixtures import FakeGcsServer
 
-CALLER = "4321:4321"  # A non-root caller, as on a workstation (CI runs as root, which would hide ownership bugs).
+# A non-root caller, as on a workstation: as root (CI) a made-up one, since root would hide ownership bugs.
+CALLER = "4321:4321" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
 SEED = int(os.environ.get("IMAGE_TEST_SEED", random.SystemRandom().randrange(10_000)))
 TINY = "--batch-size 50 --validation-size 100"
 
@@ -50,8 +51,9 @@ def docker_run_command(docker: str, output: str, data: Path, run_id: str, **make
 def output_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "out"
     folder.mkdir()
-    uid, gid = (int(part) for part in CALLER.split(":"))
-    os.chown(folder, uid, gid)
+    if os.geteuid() == 0:
+        uid, gid = (int(part) for part in CALLER.split(":"))
+        os.chown(folder, uid, gid)
     return folder
 
 
