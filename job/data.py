@@ -108,11 +108,52 @@ def _from_batches(open_batch: Any, origin: str) -> Cifar10:
     return Cifar10(x_train, y_train, x_test, y_test, origin)
 
 
+# What the official pickles (and CIFAR-10-format files written by numpy 2 with protocol 2) reference: numpy's
+# array reconstruction and dtype, and the codec protocol 2 uses for bytes. Nothing else may be named.
+PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),  # numpy 1, the official files.
+        ("numpy._core.multiarray", "_reconstruct"),  # numpy 2.
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # Protocol 2's spelling of a bytes object under Python 3.
+    }
+)
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickles data, never code: a global other than PICKLE_GLOBALS is refused before it is looked up.
+
+    A pickle can name any importable callable (os.system, subprocess.Popen, builtins.eval) and have it
+    called while loading; whoever can write the data a job reads could then run code with the job's
+    credentials. The dict, bytes, strings, lists and ints of a CIFAR-10 batch need no global at all.
+    """
+
+    def __init__(self, stream: IO[bytes], origin: str) -> None:
+        super().__init__(stream, encoding="bytes")
+        self.origin = origin
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in PICKLE_GLOBALS:
+            raise DataError(
+                f"{self.origin} is not a plain CIFAR-10 pickle: it references {module}.{name}, which could run "
+                "code; use the official cifar-10-python.tar.gz or an .npz"
+            )
+        return super().find_class(module, name)
+
+
+def load_plain_pickle(stream: IO[bytes], origin: str) -> Any:
+    """Load a pickle that may hold only plain data and numpy arrays (DataError naming any other global)."""
+    return _PlainDataUnpickler(stream, origin).load()
+
+
 def _read_batch(stream: IO[bytes], origin: str) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch → (N×32×32×3 uint8 images, N×1 uint8 labels)."""
     with stream:
         try:
-            batch = pickle.load(stream, encoding="bytes")
+            batch = load_plain_pickle(stream, origin)
+        except DataError:
+            raise
         except Exception as error:  # Truncated or foreign files raise many different errors.
             raise DataError(f"{origin} is not a CIFAR-10 pickle ({type(error).__name__}: {error})") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
