@@ -121,7 +121,7 @@ def test_sigterm_while_reading_a_batch_is_an_interruption_not_bad_data(
     """A SIGTERM landing inside the pickle reader is recorded (job.stopping), the batch finishes, and the load
     stops before the next one with Interrupted (exit 75), not 'not a CIFAR-10 pickle' (exit 3), which
     Kubernetes would not retry."""
-    real_load = pickle.load
+    real_load = data.load_plain_pickle
     batches_read = 0
 
     def load_after_sigterm(*args: object, **kwargs: object) -> object:
@@ -132,7 +132,7 @@ def test_sigterm_while_reading_a_batch_is_an_interruption_not_bad_data(
 
     previous = {signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}
     stopping.install()
-    monkeypatch.setattr(data.pickle, "load", load_after_sigterm)
+    monkeypatch.setattr(data, "load_plain_pickle", load_after_sigterm)
     try:
         with pytest.raises(Interrupted, match="received SIGTERM while loading the data"):
             data.load(str(tiny_tarball))
