@@ -4,9 +4,9 @@ measured on the way (printed at the end of the run)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,11 @@ def docker() -> str:
 @pytest.fixture(scope="session")
 def standin_base(docker: str) -> str:
     started = time.monotonic()
-    tag = checked([str(ROOT / "image" / "build-standin")], env=_env(DOCKER=docker)).stdout.strip().splitlines()[-1]
+    tag = (
+        checked([str(ROOT / "image" / "build-standin")], env={**os.environ, "DOCKER": docker})
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     FACTS["stand-in base"] = f"{tag} ({time.monotonic() - started:.0f} s to build or find)"
     return tag
 
@@ -85,12 +89,6 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _env(**extra: str) -> dict[str, str]:
-    import os
-
-    return {**os.environ, **extra}
-
-
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if FACTS:
         terminalreporter.section("image facts (measured in this run)")
@@ -102,5 +100,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture
-def facts() -> Iterator[dict[str, Any]]:
-    yield FACTS
+def facts() -> dict[str, Any]:
+    """The facts printed at the end of the run; tests add what they measured."""
+    return FACTS
