@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +227,8 @@ def test_an_edit_in_job_rebuilds_only_the_code_layers(
         shutil.copy2(ROOT / name, context / name)
     shutil.copytree(ROOT / "job", context / "job", ignore=shutil.ignore_patterns("__pycache__"))
     with (context / "job" / "__init__.py").open("a") as init:
-        init.write("# an edit\n")
+        # Unique per run: BuildKit's cache outlives the test, so a fixed edit is a cache hit from the second run on.
+        init.write(f"# an edit {uuid.uuid4().hex}\n")
     seconds, log = make_build(docker, standin_base, context=context, tag="cifar10-job:image-test-edited")
     steps = {line.split()[0]: line for line in log.splitlines() if line.startswith("#") and "] RUN " in line}
     install = next(step for step, line in steps.items() if "pip install --requirement" in line)
