@@ -8,11 +8,13 @@ These are read directly, so a given source never touches the network. No TensorF
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import tarfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import numpy as np
@@ -20,6 +22,7 @@ import numpy as np
 from job import stopping
 from job.errors import DataError
 from job.storage import is_gcs
+from job.untrusted import MAX_DATA_BYTES, MAX_DATA_ENTRIES, MAX_PICKLE_BYTES, check_size
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -67,40 +70,51 @@ def _load_local(path: Path) -> Cifar10:
 
 
 def _load_tarball(path: Path) -> Cifar10:
+    """Read the batches in one pass over the compressed stream; members are never extracted to paths."""
+    check_size(path.stat().st_size, MAX_DATA_BYTES, str(path), DataError)
+    wanted = {*TRAIN_BATCHES, TEST_BATCH}
+    batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     try:
-        with tarfile.open(path, "r:*") as archive:
-            members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}
-
-            def open_batch(name: str) -> IO[bytes]:
-                member = members.get(name)
-                stream = archive.extractfile(member) if member else None
-                if stream is None:
-                    raise DataError(f"{path} has no {name}: is it the official cifar-10-python.tar.gz?")
-                return stream
-
-            return _from_batches(open_batch, str(path))
+        with tarfile.open(path, "r|*") as archive:
+            for count, member in enumerate(archive, start=1):
+                if count > MAX_DATA_ENTRIES:
+                    raise DataError(f"{path} has more than {MAX_DATA_ENTRIES} entries: it is not CIFAR-10")
+                # A member's size is declared before its bytes: a bomb is refused before it is inflated.
+                check_size(member.size, MAX_PICKLE_BYTES, f"{path}:{member.name}", DataError)
+                name = PurePosixPath(member.name).name
+                if not member.isfile() or name not in wanted:
+                    continue
+                if name in batches:
+                    raise DataError(f"{path} holds {name} twice: use the official cifar-10-python.tar.gz")
+                stopping.raise_if_requested("while loading the data")
+                stream = archive.extractfile(member)
+                assert stream is not None  # A regular file always has a stream.
+                payload = stream.read()  # Whole, so a damaged archive is told apart from a damaged pickle.
+                batches[name] = _read_batch(io.BytesIO(payload), f"{path}:{name}")
     except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as error:
         reason = str(error).splitlines()[0].rstrip(":")
         raise DataError(f"{path} is not a readable tar.gz ({reason}): download cifar-10-python.tar.gz again") from None
+    missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if name not in batches]
+    if missing:
+        raise DataError(f"{path} has no {missing[0]}: is it the official cifar-10-python.tar.gz?")
+    return _from_batches(batches.__getitem__, str(path))
 
 
 def _load_folder(path: Path) -> Cifar10:
     folder = path / FOLDER_NAME if (path / FOLDER_NAME).is_dir() else path
 
-    def open_batch(name: str) -> IO[bytes]:
+    def read(name: str) -> tuple[np.ndarray, np.ndarray]:
         file = folder / name
         if not file.is_file():
             raise DataError(f"{folder} has no {name}: point --data at the extracted {FOLDER_NAME} folder")
-        return file.open("rb")
-
-    return _from_batches(open_batch, str(folder))
-
-
-def _from_batches(open_batch: Any, origin: str) -> Cifar10:
-    def read(name: str) -> tuple[np.ndarray, np.ndarray]:
+        check_size(file.stat().st_size, MAX_PICKLE_BYTES, str(file), DataError)
         stopping.raise_if_requested("while loading the data")
-        return _read_batch(open_batch(name), f"{origin}:{name}")
+        return _read_batch(file.open("rb"), f"{folder}:{name}")
 
+    return _from_batches(read, str(folder))
+
+
+def _from_batches(read: Callable[[str], tuple[np.ndarray, np.ndarray]], origin: str) -> Cifar10:
     train = [read(name) for name in TRAIN_BATCHES]
     x_test, y_test = read(TEST_BATCH)
     x_train = np.concatenate([images for images, _ in train])
@@ -169,16 +183,35 @@ def _read_batch(stream: IO[bytes], origin: str) -> tuple[np.ndarray, np.ndarray]
 
 
 def _load_npz(path: Path) -> Cifar10:
+    check_size(path.stat().st_size, MAX_DATA_BYTES, str(path), DataError)
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]
             if missing:
                 raise DataError(f"{path} lacks {', '.join(missing)}: an .npz needs x_train, y_train, x_test, y_test")
+            _check_npz_sizes(archive.zip, path)
             arrays = {key: archive[key] for key in NPZ_KEYS}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise DataError(f"{path} is not a readable .npz ({error})") from None
     labels = {key: np.asarray(arrays[key]).reshape(-1, 1) for key in ("y_train", "y_test")}
     return Cifar10(arrays["x_train"], labels["y_train"], arrays["x_test"], labels["y_test"], str(path))
+
+
+def _check_npz_sizes(archive: zipfile.ZipFile, path: Path) -> None:
+    """Refuse arrays whose headers declare more than MAX_DATA_BYTES, before any is inflated (a zip bomb)."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    total = 0
+    for key in NPZ_KEYS:
+        name = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
+        with archive.open(name) as member:  # A member that is not an .npy array fails read_magic.
+            version = np.lib.format.read_magic(member)
+            if version not in readers:
+                raise DataError(f"{path}: {key} is a version {version} .npy array; save it with numpy.savez")
+            shape, _, dtype = readers[version](member)
+        size = math.prod(shape) * dtype.itemsize
+        check_size(size, MAX_DATA_BYTES, f"{path}:{key}", DataError)
+        total += size
+    check_size(total, MAX_DATA_BYTES, f"the arrays of {path}", DataError)
 
 
 def load_keras_download() -> Cifar10:

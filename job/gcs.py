@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -41,6 +42,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY, _should_retry
 
 from job.errors import DataError, JobError, OutputError, UsageError
 from job.storage import parse_gcs_url
+from job.untrusted import MAX_DATA_BYTES, MAX_DATA_ENTRIES, check_names, check_size, contained_path
 
 # The library retries 429, 408, 5xx and connection errors with exponential backoff (1 s doubling to
 # 60 s); this caps how long one request keeps trying before the job gives up with exit 4.
@@ -226,8 +228,11 @@ class GcsStore:
         folder = self._folder(prefix)
         with self._errors("downloading", self._folder_key(prefix)):
             names = [blob.name[len(folder) :] for blob in self._list(folder)]
-            if any(".." in name.split("/") for name in names):
-                raise OutputError(f"refusing to download {self.url}/{prefix}: an object name contains '..'")
+            # The names are whoever could write the bucket's choice: none may lead outside target_dir.
+            where = f"{self.url}/{self._folder_key(prefix)}"
+            check_names(names, where, OutputError)
+            for name in names:
+                contained_path(target_dir, name, where, OutputError)
             transfer_manager.download_many_to_path(
                 self._bucket,
                 names,
@@ -299,39 +304,53 @@ def fetch_data(url: str, cache_dir: Path) -> Path:
     gs://b/data/cifar-10-python.tar.gz → CACHE/gcs/b/data/cifar-10-python.tar.gz;
     gs://b/data/cifar-10-batches-py → CACHE/gcs/b/data/cifar-10-batches-py/ (every object below it).
     A cached copy is reused while the object's generation is unchanged and its CRC32C still matches.
+    Object names and sizes are the bucket writer's choice: all are checked before any byte is written.
     """
     bucket_name, name = parse_gcs_url(url)
     if not name:
         raise DataError(f"--data {url} names a whole bucket: point it at the tarball, .npz or folder inside it")
     client = make_client(DataError)
     retry = retry_policy(retry_deadline())
-    target = cache_dir / "gcs" / bucket_name / name
     with gcs_errors("reading data", url, bucket_name, DataError):
-        blob = (
-            None
-            if name.endswith("/")
-            else client.bucket(bucket_name).get_blob(name, retry=retry, timeout=REQUEST_TIMEOUT)
-        )
+        blob = client.bucket(bucket_name).get_blob(name, retry=retry, timeout=REQUEST_TIMEOUT)
         if blob is not None:
-            fetch_blob(blob, target, cache_dir)
-            return target
-        folder = name.rstrip("/") + "/"
-        blobs = [
-            blob for blob in client.list_blobs(bucket_name, prefix=folder, retry=retry) if not blob.name.endswith("/")
-        ]
-        for blob in blobs:
-            fetch_blob(blob, target / blob.name[len(folder) :], cache_dir)
-    if not blobs:
+            blobs = [blob]
+        else:
+            listing = client.list_blobs(bucket_name, prefix=f"{name}/", retry=retry, timeout=REQUEST_TIMEOUT)
+            blobs = [blob for blob in itertools.islice(listing, MAX_DATA_ENTRIES + 1) if not blob.name.endswith("/")]
+        if not blobs:
+            raise DataError(
+                f"data source {url} does not exist: no object or folder by that name in bucket {bucket_name} "
+                "(upload cifar-10-python.tar.gz, its cifar-10-batches-py folder, or an .npz there)"
+            )
+        places = _cache_places(url, blobs, cache_dir / "gcs" / bucket_name, cache_dir / "gcs-verified" / bucket_name)
+        for blob, (target, record) in zip(blobs, places, strict=True):
+            fetch_blob(blob, target, record)
+    return cache_dir / "gcs" / bucket_name / name
+
+
+def _cache_places(url: str, blobs: list[storage.Blob], root: Path, records: Path) -> list[tuple[Path, Path]]:
+    """Where each object and its verification record go, refused as a whole if any name or size is unsafe."""
+    if len(blobs) > MAX_DATA_ENTRIES:
         raise DataError(
-            f"data source {url} does not exist: no object or folder by that name in bucket {bucket_name} "
-            "(upload cifar-10-python.tar.gz, its cifar-10-batches-py folder, or an .npz there)"
+            f"data folder {url} holds more than {MAX_DATA_ENTRIES} objects: it is not CIFAR-10; "
+            "point --data at the tarball, the cifar-10-batches-py folder or an .npz"
         )
-    return target
+    check_names([blob.name for blob in blobs], f"data source {url}", DataError)
+    for blob in blobs:
+        check_size(blob.size or 0, MAX_DATA_BYTES, f"gs://{blob.bucket.name}/{blob.name}", DataError)
+    check_size(sum(blob.size or 0 for blob in blobs), MAX_DATA_BYTES, f"data source {url}", DataError)
+    return [
+        (
+            contained_path(root, blob.name, f"data source {url}", DataError),
+            contained_path(records, f"{blob.name}.json", f"data source {url}", DataError),
+        )
+        for blob in blobs
+    ]
 
 
-def fetch_blob(blob: storage.Blob, target: Path, cache_dir: Path) -> None:
+def fetch_blob(blob: storage.Blob, target: Path, record_path: Path) -> None:
     """Download one object to target via a temporary name, unless a verified copy is already there."""
-    record_path = cache_dir / "gcs-verified" / blob.bucket.name / f"{blob.name}.json"
     expected = {"generation": blob.generation, "size": blob.size, "crc32c": blob.crc32c, "md5": blob.md5_hash}
     if target.is_file() and record_path.is_file() and read_record(record_path) == expected == digests(target, blob):
         return

@@ -1,0 +1,77 @@
+"""Names and sizes that come from data or a bucket, checked before they become paths or memory.
+
+Whoever can write the data a job reads (a shared bucket, a downloaded tarball) or an output prefix it
+resumes from chooses object names, member names and sizes. A name becomes a path only through
+`contained_path`, and every download or read is bounded first, so such a writer can neither place a
+file outside the folder meant for it nor exhaust memory or disk with a decompression bomb.
+See docs/security.md for the threat model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from job.errors import JobError
+
+MiB = 1 << 20
+GiB = 1 << 30
+# The official batches are 31 MB each; a pickle larger than this is not CIFAR-10 (or is built to exhaust memory).
+MAX_PICKLE_BYTES = 256 * MiB
+# Any one data file, tar member, gs:// object or .npz array, and the sum of all of them: the whole CIFAR-10
+# decoded is 184 MB, its tarball 163 MB. 2 GiB also fits the same images at 64×64.
+MAX_DATA_BYTES = 2 * GiB
+# Entries of a tarball and objects of a gs:// data folder (the official tarball has 9).
+MAX_DATA_ENTRIES = 1000
+
+
+def size_text(size: int) -> str:
+    return f"{size // MiB:,} MiB" if size % MiB == 0 else f"{size:,} bytes"
+
+
+def check_size(size: int, limit: int, what: str, error: type[JobError]) -> None:
+    """Refuse something that declares more bytes than limit, before any of it is read."""
+    if size > limit:
+        raise error(
+            f"{what} is {size_text(size)}, more than the {size_text(limit)} any CIFAR-10 file needs: "
+            "it is not CIFAR-10 data (or it is built to exhaust memory); use the official cifar-10-python.tar.gz"
+        )
+
+
+def check_name(name: str, where: str, error: type[JobError]) -> None:
+    """A relative name of plain segments: no '..', '.', empty segment, leading '/' or NUL."""
+    if not name or "\0" in name or any(segment in ("", ".", "..") for segment in name.split("/")):
+        raise error(
+            f"{where} holds an object named {name!r}, which is not a plain relative path (it has an empty, '.' or "
+            "'..' segment, or starts with '/'): refusing to download anything from it; remove or rename that object"
+        )
+
+
+def contained_path(root: Path, name: str, where: str, error: type[JobError]) -> Path:
+    """root/name, refused unless name is plain and the result (symlinks resolved) stays inside root."""
+    check_name(name, where, error)
+    target = root / name
+    resolved_root = root.resolve()
+    if not target.resolve().is_relative_to(resolved_root):
+        raise error(
+            f"{where} holds an object named {name!r}, which would be written to {target.resolve()}, outside "
+            f"{resolved_root}: refusing to download anything from it"
+        )
+    return target
+
+
+def check_names(names: Iterable[str], where: str, error: type[JobError]) -> None:
+    """Every name is plain, and no name is also a folder of another (a file and a folder cannot share a path)."""
+    names = list(names)
+    for name in names:
+        check_name(name, where, error)
+    present = set(names)
+    for name in names:
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in present:
+                raise error(
+                    f"{where} holds both an object {folder!r} and objects below {folder + '/'!r}: they cannot both "
+                    "be files on disk; remove one"
+                )
