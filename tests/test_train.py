@@ -59,7 +59,7 @@ def test_run_folder_has_the_full_layout(trained_runs: dict[str, Path], api: str,
 
 def test_models_learn_the_generated_classes(trained_runs: dict[str, Path]) -> None:
     for run in trained_runs.values():
-        # Chance is 0.1; these float32 runs reach 0.295 (2 epochs of 500 images), on any CPU.
+        # Chance is 0.1; these float32 runs reach 0.84 (2 epochs of 500 images; AMD EPYC, AVX2).
         assert read_json(run / "summary.json")["test_accuracy"] > 0.2, run.name
 
 
