@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from job.errors import OutputError
+from job.faults import append_whole, write_atomically
 from job.storage import LocalStore, Store
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,33 @@ CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 SAVED_MODEL = "model"
 KERAS_MODEL = "model.keras"
+
+
+def metric_lines(records: list[dict[str, Any]]) -> bytes:
+    """Records as metrics.jsonl lines: one JSON object per line, keys sorted."""
+    return "".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode()
+
+
+def metric_records(raw: bytes) -> tuple[list[dict[str, Any]], list[int]]:
+    """metrics.jsonl's step and epoch records, and the numbers of the lines that are not one (torn, foreign)."""
+    records: list[dict[str, Any]] = []
+    damaged: list[int] = []
+    for number, line in enumerate(raw.decode(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if (
+            isinstance(record, dict)
+            and record.get("kind") in ("step", "epoch")
+            and isinstance(record.get("epoch"), int)
+        ):
+            records.append(record)
+        else:
+            damaged.append(number)
+    return records, damaged
 
 
 def default_staging_root() -> Path:
@@ -107,14 +135,23 @@ class RunWriter:
                     self.path(name).write_bytes(data)
 
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
-        self.path(name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        write_atomically(self.path(name), (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
         self.publish_file(name)
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The run's records; a damaged line (cut off by a kill or a full disk) is dropped with a warning."""
         path = self.path(METRICS)
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records, damaged = metric_records(path.read_bytes())
+        if damaged:
+            log.warning(
+                "%s: dropped damaged line %s (cut off by a kill or a full disk); training resumes from the last "
+                "checkpoint and rewrites what it lost",
+                path,
+                ", ".join(map(str, damaged)),
+            )
+        return records
 
     def keep_metrics_through(self, completed_epochs: int, completed_steps: int = 0) -> list[dict[str, Any]]:
         """Drop records past the resume point, so a resumed run has no duplicate or missing epochs."""
@@ -134,12 +171,11 @@ class RunWriter:
 
     def append_metrics(self, records: list[dict[str, Any]]) -> None:
         """Append locally, then publish the whole file so a person can follow a running job."""
-        with self.path(METRICS).open("a") as file:
-            file.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
+        append_whole(self.path(METRICS), metric_lines(records))
         self.store.upload_file(METRICS, self.path(METRICS))
 
     def _write_metrics(self, records: list[dict[str, Any]]) -> None:
-        self.path(METRICS).write_text("".join(json.dumps(record, sort_keys=True) + "\n" for record in records))
+        write_atomically(self.path(METRICS), metric_lines(records))
         self.publish_file(METRICS)
 
     def sync_tree(self, name: str, prune: bool = False) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from job import stopping
-from job.artifacts import CONFIG, METRICS
+from job.artifacts import CONFIG, METRICS, metric_records
 from job.data import CLASS_NAMES, Cifar10, label_counts
 from job.progress import Reporter
 from job.runs import parse_json
@@ -225,9 +225,8 @@ def write_data_plots(dataset: Cifar10, folder: Path, reporter: Reporter) -> list
 def read_run_folder(run_folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """config.json and every metrics.jsonl record (epochs and steps); empty when unreadable."""
     config = parse_json((run_folder / CONFIG).read_bytes()) if (run_folder / CONFIG).is_file() else None
-    text = (run_folder / METRICS).read_text(errors="replace") if (run_folder / METRICS).is_file() else ""
-    records = [parse_json(line.encode()) for line in text.splitlines() if line.strip()]
-    return config or {}, [record for record in records if record]
+    records, _ = metric_records((run_folder / METRICS).read_bytes() if (run_folder / METRICS).is_file() else b"")
+    return config or {}, records
 
 
 def write_run_plots(run_folder: Path, model: keras.Model, reporter: Reporter) -> list[Path]:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from job.artifacts import CONFIG, METRICS, SUMMARY
+from job.artifacts import CONFIG, METRICS, SUMMARY, metric_records
 from job.errors import OutputError
 from job.storage import Store, is_gcs, open_store
 
@@ -74,11 +74,11 @@ def parse_metrics(raw: bytes | None) -> tuple[list[dict[str, Any]], int]:
     """Epoch records (last one wins per epoch, for resumed runs) and the number of step records."""
     epochs: dict[int, dict[str, Any]] = {}
     steps = 0
-    for line in (raw or b"").decode(errors="replace").splitlines():
-        record = parse_json(line.encode()) if line.strip() else None  # A half-written last line is skipped.
-        if record and record.get("kind") == "epoch" and isinstance(record.get("epoch"), int):
+    records, _ = metric_records(raw or b"")  # A half-written last line is skipped.
+    for record in records:
+        if record["kind"] == "epoch":
             epochs[record["epoch"]] = record
-        elif record and record.get("kind") == "step":
+        else:
             steps += 1
     return [epochs[epoch] for epoch in sorted(epochs)], steps
 
