@@ -161,20 +161,25 @@ def train(
     # In a sweep's Indexed Job each pod trains one grid point into its own run: <sweep name>-<index>.
     point = sweep_point(os.environ, sweep_name=run_id or None)
     config = validate(dataclasses.replace(requested, **point) if point else requested)
-    from job.preflight import preflight
+    from job.faults import output_faults
+    from job.preflight import output_places, preflight
 
-    prepared = preflight(config)  # Output, existing run, data and splits: all checked before TensorFlow loads.
-    stopping.raise_if_requested("before training started")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Quiets TensorFlow's Python-side logging.
-    from job.train import run  # TensorFlow is imported from here on, never for --help or bad input.
+    with output_faults(output_places(config)):  # A full, read-only or vanished output: exit 4, one line.
+        prepared = preflight(config)  # Output, existing run, data and splits: checked before TensorFlow loads.
+        try:
+            stopping.raise_if_requested("before training started")
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Quiets TensorFlow's Python-side logging.
+            from job.train import run  # TensorFlow is imported from here on, never for --help or bad input.
 
-    try:
-        run(config, prepared)
-    except errors.OutputError as error:
-        if prepared.writer.store.local_root() is not None:
-            raise
-        # Nothing is lost when the bucket fails midway: say where the local copy is.
-        raise errors.OutputError(f"{error} (the run's local copy is kept in {prepared.writer.staging})") from None
+            run(config, prepared)
+        except errors.OutputError as error:
+            if prepared.writer.store.local_root() is not None:
+                raise
+            # Nothing is lost when the bucket fails midway: say where the local copy is.
+            raise errors.OutputError(f"{error} (the run's local copy is kept in {prepared.writer.staging})") from None
+        finally:
+            if prepared.lease is not None:
+                prepared.lease.release()
 
 
 def one_line(message: str) -> str:

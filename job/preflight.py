@@ -10,12 +10,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from job import data
-from job.artifacts import CONFIG, RunWriter
+from job import data, lease
+from job.artifacts import CONFIG, RunWriter, default_staging_root
 from job.cluster_env import is_chief, resolve_tf_config
 from job.config import StrategyKind, TrainConfig
 from job.errors import UsageError
-from job.storage import open_store
+from job.lease import Lease
+from job.storage import is_gcs, open_store
 
 NVIDIA_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0")  # Present in any container granted an NVIDIA GPU.
 
@@ -26,6 +27,7 @@ class Prepared:
     resuming: bool
     dataset: data.Cifar10
     is_chief: bool = True
+    lease: Lease | None = None  # Held by the chief until the process ends (job.lease).
 
 
 def preflight(config: TrainConfig) -> Prepared:
@@ -37,15 +39,32 @@ def preflight(config: TrainConfig) -> Prepared:
         )
     worker = this_worker(config)
     writer = RunWriter(open_store(config.output), config.run_id)
-    state = writer.inspect(config.overwrite)
-    if state == "resume":
-        check_resumable(writer, config)
-    dataset = data.load(config.data)
-    check_splits(dataset, config.batch_size, config.validation_size)
-    if worker is not None:  # A non-chief worker of a multi-worker run: nothing of it is published.
-        return Prepared(writer.for_worker(worker, state), state == "resume", dataset, is_chief=False)
-    writer.begin(state)
-    return Prepared(writer, state == "resume", dataset)
+    writer.store.check_writable()
+    # The chief is the run's one writer (the other workers write private copies): first take its lease, so
+    # that what is read next cannot change under us.
+    held = lease.acquire(config.output, config.run_id) if worker is None else None
+    try:
+        state = writer.inspect(config.overwrite)
+        if state == "resume":
+            check_resumable(writer, config)
+        dataset = data.load(config.data)
+        check_splits(dataset, config.batch_size, config.validation_size)
+        if worker is not None:  # A non-chief worker of a multi-worker run: nothing of it is published.
+            return Prepared(writer.for_worker(worker, state), state == "resume", dataset, is_chief=False)
+        writer.begin(state)
+    except BaseException:
+        if held is not None:
+            held.release()
+        raise
+    return Prepared(writer, state == "resume", dataset, lease=held)
+
+
+def output_places(config: TrainConfig) -> list[Path]:
+    """The local folders a run writes: its run folder (a local --output) and the staging folder (gs://)."""
+    places = [default_staging_root()]
+    if not is_gcs(config.output):
+        places.append(Path(config.output).expanduser())
+    return places
 
 
 def this_worker(config: TrainConfig) -> int | None:

@@ -1,0 +1,202 @@
+"""One writer per run: a lease taken before anything of the run is staged, held to the end, then released.
+
+Two processes on one run id (two `make run --run-id X`, a laptop and a pod on one gs:// prefix, a Job
+re-created by hand while its old pod still terminates) would train into the same folder and publish a
+metrics.jsonl holding every epoch twice. The second one now exits 4 at once, naming the holder.
+
+- Local output: `flock` on `OUTPUT/.RUN_ID.lock`. The kernel releases it when the holder dies, however.
+- gs:// output: the object `PREFIX/.RUN_ID.lease`, created only if absent (`if_generation_match=0`), holding
+  the owner and its lease time. The holder rewrites it every third of that time, conditional on the
+  generation it wrote last; a holder killed with -9 stops renewing, and its lease expires
+  $JOB_LEASE_SECONDS (default 60) after the last renewal, measured on the server's clock. A pod of the same
+  Kubernetes Job (same controller uid) is the holder's successor, never a second writer (the Job controller
+  starts a replacement only once a pod has failed), so it takes over at once.
+Both sit beside the run folder, not in it, so `--overwrite` can empty the folder while holding the lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from job.errors import EXIT_OUTPUT, OutputError, UsageError
+from job.storage import is_gcs, parse_gcs_url
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_SECONDS = 60.0
+
+
+class Lease(Protocol):
+    def release(self) -> None: ...
+
+
+def lease_seconds() -> float:
+    raw = os.environ.get("JOB_LEASE_SECONDS", "").strip()
+    try:
+        seconds = float(raw) if raw else DEFAULT_LEASE_SECONDS
+    except ValueError:
+        seconds = -1.0
+    if not 1 <= seconds <= 3600:
+        raise UsageError(f"JOB_LEASE_SECONDS={raw!r} is not a number of seconds from 1 to 3600: unset it or fix it")
+    return seconds
+
+
+def owner() -> dict[str, Any]:
+    """Who holds a lease: enough for a person to find the process, and for a retried pod to know its Job."""
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pod": os.environ.get("POD_NAME", ""),
+        "job_uid": os.environ.get("JOB_CONTROLLER_UID", ""),
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def describe(holder: dict[str, Any]) -> str:
+    pod = f", pod {holder['pod']}" if holder.get("pod") else ""
+    return f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}{pod}, since {holder.get('since', '?')}"
+
+
+def busy(url: str, holder: dict[str, Any], until: str = "") -> OutputError:
+    expiry = f"; its lease expires at {until} unless it is renewed" if until else ""
+    return OutputError(
+        f"run {url} is being written by another process ({describe(holder)}{expiry}): two writers would corrupt "
+        "it; wait for that one to finish or stop it, or pick another --run-id"
+    )
+
+
+def acquire(output: str, run_id: str) -> Lease:
+    """Take the run's lease, or raise OutputError (exit 4) naming the process that holds it."""
+    if is_gcs(output):
+        bucket, prefix = parse_gcs_url(output)
+        lease = GcsLease(bucket, "/".join(part for part in (prefix, f".{run_id}.lease") if part), lease_seconds())
+        lease.acquire(f"{output.rstrip('/')}/{run_id}")
+        return lease
+    return LocalLease(Path(output).expanduser().absolute(), run_id)
+
+
+class LocalLease:
+    """An exclusive flock on OUTPUT/.RUN_ID.lock, which records its holder for the refusal message."""
+
+    def __init__(self, output: Path, run_id: str) -> None:
+        output.mkdir(parents=True, exist_ok=True)
+        self.path = output / f".{run_id}.lock"
+        self.descriptor: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._read_holder()
+            self.release()
+            raise busy(str(output / run_id), holder) from None
+        os.ftruncate(self.descriptor, 0)
+        os.pwrite(self.descriptor, json.dumps(owner()).encode(), 0)
+
+    def _read_holder(self) -> dict[str, Any]:
+        try:
+            holder = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            holder = {}
+        return holder if isinstance(holder, dict) else {}
+
+    def release(self) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)  # Closing drops the flock; the file stays (deleting it would race).
+            self.descriptor = None
+
+
+class GcsLease:
+    """A lease object renewed by a background thread; losing it stops the process with exit 4 at once."""
+
+    def __init__(self, bucket: str, name: str, seconds: float) -> None:
+        from job.gcs import make_client, retry_deadline, retry_policy
+
+        self.url = f"gs://{bucket}/{name}"
+        self.bucket_name = bucket
+        self.blob = make_client().bucket(bucket).blob(name)
+        self.seconds = seconds
+        self.retry = retry_policy(min(retry_deadline(), seconds / 3))
+        self.generation = 0
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def _body(self) -> str:
+        return json.dumps({**self.holder, "lease_seconds": self.seconds})
+
+    def acquire(self, run_url: str) -> None:
+        from google.api_core import exceptions
+
+        from job.gcs import gcs_errors
+
+        self.holder = owner()
+        with gcs_errors("taking the run's lease", self.url, self.bucket_name):
+            for _ in range(3):  # The holder may release or renew between our reads: look again.
+                with contextlib.suppress(exceptions.PreconditionFailed):
+                    self._write(if_generation_match=0)
+                    break
+                current = self.blob.bucket.get_blob(self.blob.name, retry=self.retry)
+                if current is None:
+                    continue
+                with contextlib.suppress(exceptions.PreconditionFailed, exceptions.NotFound):
+                    self._take_over(current, run_url)
+                    break
+            else:
+                raise OutputError(f"could not take the lease {self.url}: it kept changing; retry")
+        self.thread = threading.Thread(target=self._renew, name="lease-renewal", daemon=True)
+        self.thread.start()
+
+    def _take_over(self, current: Any, run_url: str) -> None:
+        try:
+            holder = json.loads(current.download_as_bytes(if_generation_match=current.generation, retry=self.retry))
+        except ValueError:
+            holder = {}
+        holder = holder if isinstance(holder, dict) else {}
+        expires = current.updated + timedelta(seconds=float(holder.get("lease_seconds", self.seconds)))
+        successor = bool(self.holder["job_uid"]) and holder.get("job_uid") == self.holder["job_uid"]
+        if not successor and expires > datetime.now(UTC):
+            raise busy(run_url, holder, expires.isoformat(timespec="seconds"))
+        why = "an earlier pod of this Job" if successor else f"its lease expired at {expires:%H:%M:%S} UTC"
+        log.warning("taking over %s from %s (%s)", self.url, describe(holder), why)
+        self._write(if_generation_match=current.generation)
+
+    def _write(self, if_generation_match: int) -> None:
+        self.blob.upload_from_string(
+            self._body(), content_type="application/json", if_generation_match=if_generation_match, retry=self.retry
+        )
+        self.generation = int(self.blob.generation)
+
+    def _renew(self) -> None:
+        from google.api_core import exceptions
+
+        renewed = datetime.now(UTC)
+        while not self.stopped.wait(self.seconds / 3):
+            try:
+                self._write(if_generation_match=self.generation)
+                renewed = datetime.now(UTC)
+            except exceptions.PreconditionFailed:
+                self._lost("another process took it over")
+            except Exception as error:  # Transient: the next tick tries again, until the lease would lapse.
+                if datetime.now(UTC) - renewed > timedelta(seconds=self.seconds * 2 / 3):
+                    self._lost(f"it could not be renewed ({type(error).__name__})")
+
+    def _lost(self, why: str) -> None:
+        """Another writer may now own the run: stop writing at once rather than corrupt it."""
+        print(f"error: lost the lease {self.url}: {why}; stopping without writing more", file=sys.stderr, flush=True)
+        os._exit(EXIT_OUTPUT)
+
+    def release(self) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+            with contextlib.suppress(Exception):  # Gone or taken over: nothing of ours to delete.
+                self.blob.delete(if_generation_match=self.generation, retry=self.retry)
