@@ -64,6 +64,8 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
         }
     checkpointer = Checkpointer(writer.path(CHECKPOINTS), model, optimizer, train_metrics)
     restored = checkpointer.restore() if prepared.resuming else Restored(0, 0, None)
+    if checkpointer.repaired:  # Damaged checkpoints were dropped: the stored copy must not keep them.
+        writer.sync_tree(CHECKPOINTS, prune=True)
     first_epoch, first_step = restored.completed_epochs, restored.steps_into_epoch
     if config.loop == Loop.fit:
         first_step = 0  # fit resumes at epoch boundaries; a mid-epoch checkpoint repeats that epoch.
@@ -136,10 +138,7 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
 
     stopping.raise_if_requested("after training, before publishing")
     test = Evaluator(model)(splits.test)
-    summary = publish(writer, reporter, config, model, dataset.image_size, monitor, test, started)
-    if summary["val_accuracy"] is not None:
-        hypertune.report("val_accuracy", summary["val_accuracy"], summary["epochs"], os.environ)
-    return summary
+    return publish(writer, reporter, config, model, dataset.image_size, monitor, test, started)
 
 
 VERTEX_DIRS = {TENSORBOARD: "AIP_TENSORBOARD_LOG_DIR", CHECKPOINTS: "AIP_CHECKPOINT_DIR"}
@@ -272,6 +271,10 @@ def publish(
     for name in (TENSORBOARD, SAVED_MODEL, KERAS_MODEL, plots.FOLDER):
         stopping.raise_if_requested("while publishing")
         writer.publish_file(name)
+    if summary["val_accuracy"] is not None:
+        # Before summary.json: a failed report leaves the run unfinished, so its retry reports again (the
+        # trial's last line wins) instead of finding a finished run it never reported.
+        hypertune.report("val_accuracy", summary["val_accuracy"], summary["epochs"], os.environ)
     writer.publish_summary(summary)
     writer.cleanup_staging()
     reporter.event("finished", run=writer.url, test_accuracy=f"{test['accuracy']:.4f}", test_loss=f"{test['loss']:.4f}")
