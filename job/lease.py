@@ -4,7 +4,8 @@ Two processes on one run id (two `make run --run-id X`, a laptop and a pod on on
 re-created by hand while its old pod still terminates) would train into the same folder and publish a
 metrics.jsonl holding every epoch twice. The second one now exits 4 at once, naming the holder.
 
-- Local output: `flock` on `OUTPUT/.RUN_ID.lock`. The kernel releases it when the holder dies, however.
+- Local output: `flock` on `OUTPUT/.RUN_ID.lock`. The kernel releases it when the holder dies, however; a
+  clean exit also removes the file.
 - gs:// output: the object `PREFIX/.RUN_ID.lease`, created only if absent (`if_generation_match=0`), holding
   the owner and its lease time. The holder rewrites it every third of that time, conditional on the
   generation it wrote last; a holder killed with -9 stops renewing, and its lease expires
@@ -91,15 +92,27 @@ class LocalLease:
     def __init__(self, output: Path, run_id: str) -> None:
         output.mkdir(parents=True, exist_ok=True)
         self.path = output / f".{run_id}.lock"
-        self.descriptor: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self._read_holder()
-            self.release()
-            raise busy(str(output / run_id), holder) from None
+        self.descriptor: int | None = None
+        while self.descriptor is None:
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._read_holder()
+                os.close(descriptor)
+                raise busy(str(output / run_id), holder) from None
+            if self._still_linked(descriptor):
+                self.descriptor = descriptor
+            else:  # The holder released it and removed the file between our open and our lock: lock anew.
+                os.close(descriptor)
         os.ftruncate(self.descriptor, 0)
         os.pwrite(self.descriptor, json.dumps(owner()).encode(), 0)
+
+    def _still_linked(self, descriptor: int) -> bool:
+        try:
+            return self.path.stat().st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:
+            return False
 
     def _read_holder(self) -> dict[str, Any]:
         try:
@@ -109,8 +122,10 @@ class LocalLease:
         return holder if isinstance(holder, dict) else {}
 
     def release(self) -> None:
+        """Remove the lock file, then drop the lock: a process that opened the old file sees it unlinked."""
         if self.descriptor is not None:
-            os.close(self.descriptor)  # Closing drops the flock; the file stays (deleting it would race).
+            self.path.unlink(missing_ok=True)
+            os.close(self.descriptor)
             self.descriptor = None
 
 

@@ -39,24 +39,29 @@ def preflight(config: TrainConfig) -> Prepared:
         )
     worker = this_worker(config)
     writer = RunWriter(open_store(config.output), config.run_id)
-    writer.store.check_writable()
-    # The chief is the run's one writer (the other workers write private copies): first take its lease, so
-    # that what is read next cannot change under us.
-    held = lease.acquire(config.output, config.run_id) if worker is None else None
+    state = inspect_run(writer, config)
+    dataset = data.load(config.data)
+    check_splits(dataset, config.batch_size, config.validation_size)
+    if worker is not None:  # A non-chief worker of a multi-worker run: nothing of it is published.
+        return Prepared(writer.for_worker(worker, state), state == "resume", dataset, is_chief=False)
+    # The chief is the run's one writer: nothing is staged before it holds the run's lease, and a run rejected
+    # above leaves no trace. What was read may have changed before the lease was taken: read it again.
+    held = lease.acquire(config.output, config.run_id)
     try:
-        state = writer.inspect(config.overwrite)
-        if state == "resume":
-            check_resumable(writer, config)
-        dataset = data.load(config.data)
-        check_splits(dataset, config.batch_size, config.validation_size)
-        if worker is not None:  # A non-chief worker of a multi-worker run: nothing of it is published.
-            return Prepared(writer.for_worker(worker, state), state == "resume", dataset, is_chief=False)
+        state = inspect_run(writer, config)
         writer.begin(state)
     except BaseException:
-        if held is not None:
-            held.release()
+        held.release()
         raise
     return Prepared(writer, state == "resume", dataset, lease=held)
+
+
+def inspect_run(writer: RunWriter, config: TrainConfig) -> str:
+    """Read-only: "new", "resume" (settings checked) or "replace"; refuses a finished run without --overwrite."""
+    state = writer.inspect(config.overwrite)
+    if state == "resume":
+        check_resumable(writer, config)
+    return state
 
 
 def output_places(config: TrainConfig) -> list[Path]:

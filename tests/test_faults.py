@@ -282,21 +282,20 @@ def test_on_gcs_a_second_writer_is_refused_and_a_retried_pod_of_the_same_job_tak
 
 
 def test_on_gcs_an_expired_lease_is_taken_over(
-    gcs_bucket: str, tmp_path: Path, run_job: RunJob, without_tensorflow: dict[str, str]
+    gcs_bucket: str, tmp_path: Path, run_job: RunJob, tiny_tarball: Path, reference: Path
 ) -> None:
     """A holder that stopped renewing (killed -9 outside a Job): after its lease time anyone may take over."""
     store = GcsStore(gcs_bucket, "runs")
     crashed = {"host": "laptop", "pid": 4242, "pod": "", "job_uid": "", "since": "then", "lease_seconds": 1.0}
     store.write_bytes(".run.lease", json.dumps(crashed).encode())
-    env = {**without_tensorflow, "STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"]}
-    (tmp_path / "garbage.tar.gz").write_bytes(b"not a tarball")
-    bad_data = ["train", "--data", str(tmp_path / "garbage.tar.gz"), "--output", f"gs://{gcs_bucket}/runs"]
     time.sleep(1.5)
-    result = run_job(*bad_data, "--run-id", "run", env=env)
-    # Exit 3 (the data is read after the lease is taken) shows the lease was taken; then it was released.
-    assert_one_error_line(result, 3, "garbage.tar.gz is not a readable tar.gz")
+    env = {"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"], "JOB_STAGING_DIR": str(tmp_path / "s")}
+    result = run_job(*train_args(tiny_tarball, f"gs://{gcs_bucket}/runs"), env=env)
+    assert result.returncode == 0, result.stderr
     assert "taking over" in result.stderr and "host laptop, pid 4242" in result.stderr and "expired" in result.stderr
-    assert store.read_bytes(".run.lease") is None
+    assert store.read_bytes(".run.lease") is None  # Released at the end.
+    store.child("run").download_tree("", tmp_path / "run")
+    assert_finished_like(tmp_path / "run", reference)
 
 
 # --- The tuning report and the publish ----------------------------------------------------------------------------
@@ -318,3 +317,28 @@ def test_a_failing_tuning_report_leaves_the_run_unfinished_and_its_retry_reports
     reported = json.loads(metric_file.read_text().splitlines()[-1])
     assert reported["trial"] == "3" and float(reported["val_accuracy"]) == epoch_records(reference)[-1]["val_accuracy"]
     assert_finished_like(run, reference)
+
+
+def test_a_kill_9_at_a_random_moment_of_a_gcs_publish_never_leaves_a_run_that_looks_finished(
+    gcs_bucket: str, tmp_path: Path, run_job: RunJob, tiny_tarball: Path, reference: Path
+) -> None:
+    """Killed somewhere between its last epoch and its exit: either the bucket holds the whole run (summary.json
+    is the last write), or the same command (a retried pod of the same Job) finishes it."""
+    delay = random.Random(SEED).uniform(0.0, 6.0)
+    print(f"FAULTS_SEED={SEED}: kill -9 {delay:.2f} s after the last epoch's line")
+    args = train_args(tiny_tarball, f"gs://{gcs_bucket}/runs")
+    pod = {"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"], "JOB_CONTROLLER_UID": "uid-1"}
+    process = start_job(args, job_env({**pod, "JOB_STAGING_DIR": str(tmp_path / "1")}))
+    wait_for_line(process, f"epoch {EPOCHS}/{EPOCHS} ")
+    time.sleep(delay)
+    process.kill()
+    process.communicate()
+
+    store = GcsStore(gcs_bucket, "runs/run")
+    if store.read_bytes("summary.json") is None:
+        retried = run_job(*args, env={**pod, "JOB_STAGING_DIR": str(tmp_path / "2")})
+        assert retried.returncode == 0, retried.stderr
+    store.download_tree("", tmp_path / "run")
+    for published in ("model/saved_model.pb", "model.keras", "plots/learning_curves.png", "tensorboard"):
+        assert (tmp_path / "run" / published).exists(), published
+    assert_finished_like(tmp_path / "run", reference)

@@ -38,7 +38,8 @@ def write_run(location: str, run_id: str, *, api: str, loop: str, epochs_done: i
     config = {"run_id": run_id, "api": api, "loop": loop, "epochs": 5, "batch_size": 200}
     store.write_bytes("config.json", json.dumps(config).encode())
     records = [{**EPOCH, "epoch": epoch} for epoch in range(1, epochs_done + 1)]
-    records += [{"kind": "step", "step": step, "loss": 2.0} for step in range(3)] if loop == "custom" else []
+    steps = [{"kind": "step", "epoch": epochs_done + 1, "step": step, "loss": 2.0} for step in (100, 200, 300)]
+    records += steps if loop == "custom" else []
     lines = "".join(json.dumps(record) + "\n" for record in records)
     store.write_bytes("metrics.jsonl", (lines + ('{"kind": "epo' if not complete else "")).encode())
     store.write_bytes("model/saved_model.pb", b"graph")
