@@ -146,6 +146,9 @@ def test_settings_come_from_the_config_map_and_the_downward_api() -> None:
         "JOB_API": "metadata.labels['cifar10-job/api']",
         "JOB_LOOP": "metadata.labels['cifar10-job/loop']",
         "JOB_RUN_ID": "metadata.labels['batch.kubernetes.io/job-name']",
+        # The lease's owner (job/lease.py): a retried pod of the same Job takes over a killed one's lease.
+        "POD_NAME": "metadata.name",
+        "JOB_CONTROLLER_UID": "metadata.labels['batch.kubernetes.io/controller-uid']",
     }
 
 
