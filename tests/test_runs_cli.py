@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,7 @@ def write_run(location: str, run_id: str, *, api: str, loop: str, epochs_done: i
     store = open_store(location).child(run_id)
     config = {"run_id": run_id, "api": api, "loop": loop, "epochs": 5, "batch_size": 200}
     store.write_bytes("config.json", json.dumps(config).encode())
-    records = [{**EPOCH, "epoch": epoch} for epoch in range(1, epochs_done + 1)]
+    records: list[dict[str, Any]] = [{**EPOCH, "epoch": epoch} for epoch in range(1, epochs_done + 1)]
     steps = [{"kind": "step", "epoch": epochs_done + 1, "step": step, "loss": 2.0} for step in (100, 200, 300)]
     records += steps if loop == "custom" else []
     lines = "".join(json.dumps(record) + "\n" for record in records)
