@@ -32,31 +32,29 @@ REASONS = {
 MESSAGE_ERRNOS = {os.strerror(number): number for number in REASONS}
 
 
-def fault_errno(error: BaseException) -> tuple[int, str] | None:
-    """(errno, the path it names) for a file-system failure, from Python or from TensorFlow; else None."""
+def fault_errno(error: BaseException, roots: list[str]) -> tuple[int, str] | None:
+    """(errno, the path below one of roots it failed on) for a file-system failure, from Python or TensorFlow."""
     if isinstance(error, OSError) and error.errno in REASONS:
-        return error.errno, str(error.filename or "")
+        paths = [str(name) for name in (error.filename, error.filename2) if name is not None]
+        return next(((error.errno, path) for path in paths if any(root in path for root in roots)), None)
     if type(error).__module__.startswith("tensorflow") and hasattr(error, "message"):
-        message = str(error.message)
-        for text, number in MESSAGE_ERRNOS.items():
-            if text in message:
-                return number, message
+        message = str(error.message)  # "{{function_node ...}} /path/to/file; No space left on device [Op:SaveV2]"
+        number = next((number for text, number in MESSAGE_ERRNOS.items() if text in message), None)
+        tokens = message.replace(";", " ").split()
+        path = next((token for token in tokens if any(root in token for root in roots)), None)
+        return (number, path.rstrip(":,")) if number is not None and path is not None else None
     return None
 
 
 def as_output_error(error: BaseException, places: list[Path]) -> OutputError | None:
     """The one-line exit-4 error for a failed write inside one of places, or None if it is not one."""
-    found = fault_errno(error)
+    found = fault_errno(error, [str(place.absolute()) for place in places])
     if found is None:
         return None
-    number, where = found
-    roots = [str(place.absolute()) for place in places]
-    if not any(root in where for root in roots):
-        return None
-    path = next((token for token in where.replace(";", " ").split() if any(r in token for r in roots)), where)
+    number, path = found
     problem, fix = REASONS[number]
     return OutputError(
-        f"cannot write {path.rstrip(':,')}: {problem}: {fix}, then rerun the same command; "
+        f"cannot write {path}: {problem}: {fix}, then rerun the same command; "
         "what was saved before is kept and the run resumes from its last checkpoint"
     )
 

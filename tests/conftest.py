@@ -43,17 +43,20 @@ VARIANTS = [("symbolic", "fit"), ("symbolic", "custom"), ("imperative", "fit"), 
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory: pytest.TempPathFactory, run_job: RunJob, tiny_tarball: Path) -> dict[str, Path]:
     """Each variant trained once (2 epochs, 500 images, seed 7, float32 so every CPU computes the same thing),
-    in one folder; {"symbolic-fit": run folder, ...}. Read-only: a test that changes a run copies it first."""
+    in one folder; {"symbolic-fit": run folder, ...}. Read-only: a test that changes a run copies it first.
+    The imperative runs log with --log-format json; each run's stdout is kept beside it as RUN_ID.stdout."""
     output = tmp_path_factory.mktemp("trained-runs")
     runs = {}
     for api, loop in VARIANTS:
         run_id = f"{api}-{loop}"
         result = run_job(
             "train", "--api", api, "--loop", loop, "--data", str(tiny_tarball), "--output", str(output),
-            "--run-id", run_id, "--seed", "7", "--precision", "float32", *TINY_TRAIN,
+            "--run-id", run_id, "--seed", "7", "--precision", "float32",
+            "--log-format", "json" if api == "imperative" else "text", *TINY_TRAIN,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert "warning" not in result.stdout, result.stdout  # Every picture was drawn.
+        (output / f"{run_id}.stdout").write_text(result.stdout)
         runs[run_id] = output / run_id
     return runs
 

@@ -18,6 +18,7 @@ import pytest
 from job.cli import main
 from job.kube import render
 from tests import kube_fixtures
+from tests.gcs_fixtures import free_port
 from tests.kube_fixtures import NAMESPACE, ApiDouble, status_body
 
 kube_api = kube_fixtures.kube_api  # The fixture (until tests/conftest.py lists tests.kube_fixtures in pytest_plugins).
@@ -119,6 +120,21 @@ def test_no_kubeconfig_is_a_usage_error(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     code, _, err = run_cli(SUBMIT, capsys)
     assert code == 2 and err.startswith("error: no Kubernetes credentials") and err.count("\n") == 1
+
+
+def test_an_unreachable_api_server_is_exit_1_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: exit 1 (retried, counted) for an unreachable API. Nothing listens on the kubeconfig's port."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kube_fixtures._write_kubeconfig(kubeconfig, f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    for args in (SUBMIT, ["status", "run-1", "--namespace", NAMESPACE]):
+        code, _, err = run_cli(args, capsys)
+        assert code == 1, err
+        assert err.startswith("error: cannot reach the Kubernetes API server") and err.count("\n") == 1, err
+        assert "Traceback" not in err
 
 
 def finished_job(condition: str) -> dict[str, Any]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +172,39 @@ def test_resuming_in_another_precision_is_refused_with_exit_2(
         "pass --precision float32 to resume it"
     )
     assert not (run / "summary.json").exists()
+
+
+def test_log_format_json_prints_one_json_object_per_line_end_to_end(trained_runs: dict[str, Path]) -> None:
+    """README: `--log-format json` for log collectors. Every line parses, and carries the same numbers as the run."""
+    run = trained_runs["imperative-custom"]
+    lines = (run.parent / "imperative-custom.stdout").read_text().splitlines()
+    events = [json.loads(line) for line in lines]  # Fails on any line that is not JSON.
+    assert all(isinstance(event, dict) and isinstance(event["time"], float) for event in events)
+    names = [event["event"] for event in events]
+    assert names[0] == "devices" and names[-1] == "finished" and "training" in names
+    assert [event["epoch"] for event in events if event["event"] == "epoch"] == [1, 2]
+    epochs = epoch_records(run)
+    logged = [event for event in events if event["event"] == "epoch"]
+    assert [event["val_accuracy"] for event in logged] == [record["val_accuracy"] for record in epochs]
+    finished = events[-1]
+    assert finished["run"] == str(run) and float(finished["test_accuracy"]) == pytest.approx(
+        read_json(run / "summary.json")["test_accuracy"], abs=1e-4
+    )
+    text = (run.parent / "symbolic-custom.stdout").read_text()
+    assert not text.lstrip().startswith("{") and "epoch 2/2" in text  # The default stays human-readable.
+
+
+def test_config_json_records_where_and_how_the_run_happened(trained_runs: dict[str, Path]) -> None:
+    """README: config.json holds every resolved setting and where the run happened."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    for run in trained_runs.values():
+        config = read_json(run / "config.json")
+        assert config["precision"] == "float32" and config["precision_requested"] == "float32"
+        assert config["xla"] is False  # auto is off on a CPU.
+        assert any("CPU" in device for device in config["devices"]), config["devices"]
+        assert config["host"] == socket.gethostname()
+        assert config["git_commit"] == commit and config["version"]
+        started = datetime.fromisoformat(config["started_at"])
+        assert timedelta(0) <= datetime.now(UTC) - started < timedelta(hours=2)
+        assert config["attempts"] == 1 and "resumed" not in config
+        assert config["versions"]["tensorflow"].startswith("2.21")
