@@ -59,8 +59,8 @@ class Reporter:
 
     def record(self, record: dict[str, Any], epochs: int, steps_per_epoch: int, eta_seconds: float | None) -> None:
         if self.json:
-            line = {"event": record["kind"], "time": time.time(), **record, "eta_seconds": eta_seconds}
-            self._write(json.dumps(line, sort_keys=True))
+            event = {"event": record["kind"], "time": time.time(), **record, "eta_seconds": eta_seconds}
+            self._write(json.dumps(event, sort_keys=True))
             return
         where = f"epoch {record['epoch']}/{epochs}"
         if record["kind"] == "step":

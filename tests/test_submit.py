@@ -122,6 +122,30 @@ def test_no_kubeconfig_is_a_usage_error(
     assert code == 2 and err.startswith("error: no Kubernetes credentials") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("bucket", "root"),
+    [("test-bucket", "gs://test-bucket"), ("gs://test-bucket", "gs://test-bucket"),
+     ("gs://test-bucket/team/", "gs://test-bucket/team")],
+)  # fmt: skip
+def test_bucket_accepts_a_name_or_a_gs_url(bucket: str, root: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [*SUBMIT[:3], "--bucket", bucket, *SUBMIT[5:], "--dry-run"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    container = json.loads(out)["spec"]["template"]["spec"]["containers"][0]
+    env = {entry["name"]: entry.get("value") for entry in container["env"]}
+    assert (env["JOB_DATA"], env["JOB_OUTPUT"]) == (f"{root}/data/cifar-10-python.tar.gz", f"{root}/runs")
+
+
+@pytest.mark.parametrize("bucket", ["gs://gs://test-bucket", "test-bucket/runs", "s3://test-bucket", "Test_Bucket!"])
+def test_a_malformed_bucket_is_refused_before_any_request(
+    bucket: str, kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*SUBMIT[:3], "--bucket", bucket, *SUBMIT[5:]]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and err.startswith(f"error: --bucket {bucket!r} is neither a bucket name nor gs://BUCKET"), err
+    assert list(kube_api.handler) == []
+
+
 def test_an_unreachable_api_server_is_exit_1_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -37,7 +37,9 @@ ApiOption = Annotated[Api | None, typer.Option(help="Model style (default: the o
 LoopOption = Annotated[Loop | None, typer.Option(help="Training loop (default: the overlay's).")]
 Epochs = Annotated[int | None, typer.Option(help="Default: JOB_EPOCHS in the ConfigMap.")]
 Image = Annotated[str | None, typer.Option(envvar="IMAGE", help="Default: images: in k8s/base.")]
-Bucket = Annotated[str | None, typer.Option(envvar="BUCKET", help="gs://BUCKET/data in, gs://BUCKET/runs out.")]
+Bucket = Annotated[
+    str | None, typer.Option(envvar="BUCKET", help="BUCKET or gs://BUCKET[/PREFIX]: reads ROOT/data, writes ROOT/runs.")
+]
 APP_SELECTOR = "app.kubernetes.io/name=cifar10-job"
 SWEEP_PARALLELISM = 4  # Default pods (GPUs) at once for a sweep: min(grid size, this).
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from job.errors import UsageError
+from job.storage import parse_gcs_url
 
 KUSTOMIZE_DIR = Path(__file__).resolve().parents[2] / "k8s"  # The repository's k8s/ (an installed package has none).
 CONTAINER = "train"
@@ -161,11 +162,27 @@ def build_job(documents: list[Manifest], spec: RunSpec) -> Manifest:
     if spec.image:
         container["image"] = spec.image
     if spec.bucket:
-        set_env(container, "JOB_DATA", f"gs://{spec.bucket}/{DATA_KEY}")
-        set_env(container, "JOB_OUTPUT", f"gs://{spec.bucket}/{RUNS_PREFIX}")
+        root = bucket_root(spec.bucket)
+        set_env(container, "JOB_DATA", f"{root}/{DATA_KEY}")
+        set_env(container, "JOB_OUTPUT", f"{root}/{RUNS_PREFIX}")
     container["args"] = ["train", *spec.train_args]
     check_ready(job, container)
     return job
+
+
+def bucket_root(value: str) -> str:
+    """--bucket as gs://BUCKET[/PREFIX], from BUCKET or gs://BUCKET[/PREFIX]; anything else is refused (exit 2)."""
+    url = value.rstrip("/") if value.startswith("gs://") else f"gs://{value}"
+    try:
+        if "://" in value.removeprefix("gs://") or ("/" in value and not value.startswith("gs://")):
+            raise UsageError("not a bucket")
+        bucket, prefix = parse_gcs_url(url)
+    except UsageError:
+        raise UsageError(
+            f"--bucket {value!r} is neither a bucket name nor gs://BUCKET[/PREFIX]: pass e.g. my-bucket or "
+            "gs://my-bucket/team (bucket names are 3-222 lowercase letters, digits, '.', '-' or '_')"
+        ) from None
+    return f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
 
 
 def check_ready(job: Manifest, container: Manifest) -> None:
