@@ -155,6 +155,10 @@ push: ## Push the image: make push IMAGE=REGISTRY/cifar10-job:TAG (after make do
 k8s-render: $(STAMP) ## Print the manifests kubectl apply -k would apply: make k8s-render [OVERLAY=symbolic|imperative|custom-loop|multiworker|sweep].
 	$(VENV)/bin/kubectl kustomize k8s/overlays/$(or $(OVERLAY),$(API))
 
+.PHONY: k8s-setup
+k8s-setup: $(STAMP) ## Once per cluster: the namespace, the pods' ServiceAccount and NetworkPolicy (no training run): make k8s-setup [NAMESPACE=].
+	$(PY) -m job setup $(KUBE_FLAGS)
+
 .PHONY: submit
 submit: $(STAMP) ## Run as a Kubernetes Job: make submit API=symbolic [LOOP= EPOCHS= WORKERS=2 IMAGE= BUCKET= NAMESPACE= FOLLOW=1].
 	$(PY) -m job submit --api $(API) --loop $(LOOP) --epochs $(EPOCHS) $(if $(OVERLAY),--overlay $(OVERLAY)) \

@@ -74,6 +74,23 @@ def _missing_namespace(double: ApiDouble, request: kmock.Request) -> dict[str, A
     )
 
 
+SERVICE_ACCOUNT = "cifar10-job"
+IDENTITY = "cifar10-job@my-project.iam.gserviceaccount.com"
+
+
+def add_service_account(double: ApiDouble, identity: str = IDENTITY, namespace: str = NAMESPACE) -> None:
+    """The pods' ServiceAccount with its Workload Identity annotation, stored in the double."""
+    double.handler.objects["v1/serviceaccounts", namespace, SERVICE_ACCOUNT] = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": SERVICE_ACCOUNT,
+            "namespace": namespace,
+            "annotations": {"iam.gke.io/gcp-service-account": identity},
+        },
+    }
+
+
 def _write_kubeconfig(path: Path, url: str) -> None:
     path.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: double\n"
@@ -110,6 +127,7 @@ def kube_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiDou
         << 404
         << (lambda request: _missing_namespace(double, request))
     )
+    add_service_account(double)  # As `make k8s-setup` leaves the namespace; tests remove or change it.
     _write_kubeconfig(double.kubeconfig, double.url)
     monkeypatch.setenv("KUBECONFIG", str(double.kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)

@@ -24,7 +24,7 @@ from job.kube import indexed, render
 from tests.test_container import assert_clean, run_checkov
 from tests.test_manifests import SCHEMA_VERSIONS, rendered
 
-SUBMIT = ["--image", "registry.example/cifar10-job:1", "--bucket", "b", "--namespace", "ns", "--dry-run"]
+SUBMIT = ["--image", "registry.example/cifar10-job:1", "--bucket", "my-bucket", "--namespace", "ns", "--dry-run"]
 MODELS = {"Job": "V1Job", "Service": "V1Service", "NetworkPolicy": "V1NetworkPolicy"}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,64 @@ def test_an_unreachable_api_server_is_exit_1_in_one_line(
         assert code == 1, err
         assert err.startswith("error: cannot reach the Kubernetes API server") and err.count("\n") == 1, err
         assert "Traceback" not in err
+
+
+def test_a_missing_service_account_is_exit_4_before_anything_is_created(
+    kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without it the Job's pods are refused at admission and the Job waits in silence until its deadline."""
+    del kube_api.handler.objects["v1/serviceaccounts", NAMESPACE, kube_fixtures.SERVICE_ACCOUNT]
+    for args in (SUBMIT, ["sweep", *SUBMIT[1:], "--learning-rate", "0.1,0.05"]):
+        code, _, err = run_cli(args, capsys)
+        assert code == 4, err
+        assert err == (
+            f"error: ServiceAccount cifar10-job does not exist in namespace '{NAMESPACE}': the Job's pods would be "
+            "refused and it would wait in silence until its deadline; edit k8s/base/kustomization.yaml, then run "
+            "`make k8s-setup`\n"
+        )
+    assert kube_api.requests("post") == []
+
+
+def test_a_placeholder_workload_identity_is_exit_4(kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]) -> None:
+    kube_fixtures.add_service_account(kube_api, identity="cifar10-job@set-me-project.iam.gserviceaccount.com")
+    code, _, err = run_cli(SUBMIT, capsys)
+    assert code == 4 and "still acts as the placeholder cifar10-job@set-me-project" in err, err
+    assert kube_api.requests("post") == []
+
+
+def test_setup_creates_the_account_and_policy_only_and_then_submit_runs(
+    kube_api: ApiDouble, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    del kube_api.handler.objects["v1/serviceaccounts", NAMESPACE, kube_fixtures.SERVICE_ACCOUNT]
+    code, _, err = run_cli(["setup", "--namespace", NAMESPACE], capsys)
+    assert code == 2 and "placeholder cifar10-job@set-me-project" in err, err  # k8s/ as shipped: edit it first.
+    assert kube_api.requests("post") == []
+
+    # The namespace exists already, as a real API server would show it.
+    kube_api.respond(
+        "get", f"/api/v1/namespaces/{NAMESPACE}", 200, {"kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    )
+    k8s = tmp_path / "k8s"
+    shutil.copytree(render.KUSTOMIZE_DIR, k8s)
+    kustomization = k8s / "base" / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().replace("set-me-project", "my-project"))
+    setup = ["setup", "--namespace", NAMESPACE, "--kustomize-dir", str(k8s)]
+    code, out, err = run_cli(setup, capsys)
+    assert code == 0, err
+    created = sorted(request.data["kind"] for request in kube_api.requests("post"))
+    assert created == ["NetworkPolicy", "ServiceAccount"]  # No Job, no ConfigMap: nothing trains.
+    assert (
+        f"namespace {NAMESPACE}: exists" in out
+        and f"ServiceAccount cifar10-job: created in namespace {NAMESPACE}" in out
+    )
+    account = kube_api.handler.objects["v1/serviceaccounts", NAMESPACE, kube_fixtures.SERVICE_ACCOUNT].raw
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(
+        "@my-project.iam.gserviceaccount.com"
+    )
+    assert run_cli(setup, capsys)[0] == 0  # Again: everything is there already, and is updated in place.
+
+    code, _, err = run_cli(SUBMIT, capsys)
+    assert code == 0, err
 
 
 def finished_job(condition: str) -> dict[str, Any]:

@@ -91,7 +91,74 @@ KINDS = {
     "Job": ("V1Job", "BatchV1Api", "job"),
     "Service": ("V1Service", "CoreV1Api", "service"),
     "NetworkPolicy": ("V1NetworkPolicy", "NetworkingV1Api", "network_policy"),
+    "ServiceAccount": ("V1ServiceAccount", "CoreV1Api", "service_account"),
 }
+WORKLOAD_IDENTITY = "iam.gke.io/gcp-service-account"
+PLACEHOLDER_PROJECT = "set-me-project"  # In k8s/base/kustomization.yaml until someone sets their own.
+SETUP_HINT = "edit k8s/base/kustomization.yaml, then run `make k8s-setup`"
+
+
+def check_service_account(api: Any, job: Manifest) -> None:
+    """Refuse to submit when the pods' ServiceAccount is missing or still carries the placeholder identity.
+
+    A missing one makes the Job controller's pod creation fail at admission (FailedCreate events only): no
+    pod ever fails, the Job stays active until activeDeadlineSeconds and `--follow` waits in silence.
+    """
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    namespace = job["metadata"]["namespace"]
+    name = job["spec"]["template"]["spec"].get("serviceAccountName") or "default"
+    with api_errors(namespace, f"ServiceAccount {name}"):
+        try:
+            account = client.CoreV1Api(api).read_namespaced_service_account(name, namespace)
+        except ApiException as error:
+            if error.status != 404 or _status_message(error)[1].get("kind") == "namespaces":
+                raise
+            raise OutputError(
+                f"ServiceAccount {name} does not exist in namespace {namespace!r}: the Job's pods would be refused "
+                f"and it would wait in silence until its deadline; {SETUP_HINT}"
+            ) from None
+    identity = ((account.metadata and account.metadata.annotations) or {}).get(WORKLOAD_IDENTITY, "")
+    if PLACEHOLDER_PROJECT in identity:
+        raise OutputError(
+            f"ServiceAccount {name} in namespace {namespace!r} still acts as the placeholder {identity}: the pods "
+            f"could not reach the bucket; {SETUP_HINT}"
+        )
+
+
+def apply_object(api: Any, document: Manifest) -> str:
+    """Create a ServiceAccount or NetworkPolicy, or replace the one already there; "created" or "updated"."""
+    from kubernetes.client.exceptions import ApiException
+
+    kind, namespace, name = document["kind"], document["metadata"]["namespace"], document["metadata"]["name"]
+    body = api.deserialize(json.dumps(document), KINDS[kind][0], "application/json")
+    with api_errors(namespace, f"{kind} {name}"):
+        try:
+            _method(api, kind, "create")(namespace, body)
+            return "created"
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        _method(api, kind, "patch")(name, namespace, document)
+        return "updated"
+
+
+def ensure_namespace(api: Any, namespace: str) -> str:
+    """Create the namespace unless it exists; "created" or "exists"."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(api)
+    with api_errors(namespace, f"namespace {namespace}"):
+        try:
+            core.read_namespace(namespace)
+            return "exists"
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    return "created"
 
 
 def _method(api: Any, kind: str, verb: str) -> Any:

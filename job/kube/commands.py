@@ -96,6 +96,7 @@ def submit(
         return
     name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
     client = cluster.connect()
+    cluster.check_service_account(client, job)
     cluster.create_with_companions(client, job, objects)
     for document in [job, *objects]:
         typer.echo(f"created {document['kind']} {name} in namespace {namespace}")
@@ -139,6 +140,7 @@ def sweep(
         return
     name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
     client = cluster.connect()
+    cluster.check_service_account(client, job)
     cluster.create_job(client, job)
     runs = [f"{render.output_location(job)}-{index}" for index in range(len(grid))]
     typer.echo(f"created Job {name} in namespace {namespace}: {len(grid)} points, {job['spec']['parallelism']} at once")
@@ -198,6 +200,39 @@ def delete(run_id: RunId, namespace: Namespace = None, kustomize_dir: KustomizeD
         typer.echo(f"deleted {deleted} in namespace {namespace}")
 
 
+def setup(
+    namespace: Namespace = None,
+    kustomize_dir: KustomizeDir = None,
+    dry_run: Annotated[bool, typer.Option(help="Print what would be applied instead.")] = False,
+) -> None:
+    """Once per cluster: the namespace, the pods' ServiceAccount and the shared NetworkPolicy, and nothing else.
+
+    Applying an overlay (`kubectl apply -k`) would also start a training run.
+    """
+    from job.kube import cluster, render
+
+    documents = render.render(render.overlay_dir("symbolic", kustomize_dir))
+    objects = [document for document in documents if document["kind"] in ("ServiceAccount", "NetworkPolicy")]
+    for document in objects:
+        if namespace:
+            document["metadata"]["namespace"] = namespace
+        identity = document["metadata"].get("annotations", {}).get(cluster.WORKLOAD_IDENTITY, "")
+        if cluster.PLACEHOLDER_PROJECT in identity:
+            raise UsageError(
+                f"the ServiceAccount would act as the placeholder {identity}: set your Google service account "
+                "in k8s/base/kustomization.yaml (patches:) first"
+            )
+    target = namespace or objects[0]["metadata"]["namespace"]
+    if dry_run:
+        typer.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
+        return
+    client = cluster.connect()
+    typer.echo(f"namespace {target}: {cluster.ensure_namespace(client, target)}")
+    for document in objects:
+        outcome = cluster.apply_object(client, document)
+        typer.echo(f"{document['kind']} {document['metadata']['name']}: {outcome} in namespace {target}")
+
+
 def default_namespace(kustomize_dir: Path | None) -> str:
     """The namespace the base kustomization sets (kustomize's own `namespace:` field)."""
     import yaml
@@ -213,5 +248,5 @@ def default_namespace(kustomize_dir: Path | None) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the Kubernetes commands to the CLI."""
-    for command in (submit, sweep, status, logs, delete):
+    for command in (setup, submit, sweep, status, logs, delete):
         app.command()(command)
