@@ -64,9 +64,10 @@ format: $(STAMP) ## Apply ruff's fixes and formatting.
 
 .PHONY: test
 # pytest on every core (xdist); tests that share an expensive fixture run on one worker (xdist_group marks).
+# The 15 slowest tests are listed at the end, so a CI log shows where the time goes.
 PYTEST_WORKERS ?= auto
 test: lint .venv-checkov/bin/checkov ## Lint, then the whole test suite (checkov has its own venv, see below).
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 $(ARGS)
 
 .PHONY: clean
 clean: ## Remove caches (keeps .venv and runs/).
