@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from job.errors import OutputError, UsageError
+from job.faults import write_atomically
 
 GCS_URL = re.compile(r"^gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?$")
 
@@ -100,18 +101,18 @@ class LocalStore:
 
     def write_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None:
         path = self.root / key
+        if not create_only:
+            write_atomically(path, data)  # Readers never see a half-written file.
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.partial")
         temporary.write_bytes(data)
-        if create_only:
-            try:
-                os.link(temporary, path)  # Atomic create-if-absent, like if_generation_match=0.
-            except FileExistsError:
-                raise OutputError(f"{path} already exists: another job published this run first") from None
-            finally:
-                temporary.unlink()
-        else:
-            temporary.replace(path)  # Readers never see a half-written file.
+        try:
+            os.link(temporary, path)  # Atomic create-if-absent, like if_generation_match=0.
+        except FileExistsError:
+            raise OutputError(f"{path} already exists: another job published this run first") from None
+        finally:
+            temporary.unlink()
 
     def upload_file(self, key: str, source: Path) -> None:
         target = self.root / key

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
 
 STARTUP_TIMEOUT = 15.0  # Seconds; the Go binary normally answers within 0.1 s.
 
@@ -133,3 +135,9 @@ def dying_gcs_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGcsServer]
         yield server
     finally:
         stop_fake_gcs_server(server)
+
+
+def client_for(server: FakeGcsServer) -> storage.Client:
+    """A plain client for arranging objects behind the job's back (as another writer of the bucket would)."""
+    options = {"api_endpoint": server.url}
+    return storage.Client(project="test", credentials=AnonymousCredentials(), client_options=options)

@@ -10,20 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from google.api_core import exceptions as api_exceptions
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 
 from job import data
 from job.errors import EXIT_DATA, EXIT_OUTPUT, DataError, OutputError, UsageError
 from job.gcs import GcsStore, fetch_data, gcs_errors
 from job.storage import open_store
-from tests.gcs_fixtures import FakeGcsServer
-
-
-def client_for(server: FakeGcsServer) -> storage.Client:
-    """A plain client for arranging objects behind the store's back."""
-    options = {"api_endpoint": server.url}
-    return storage.Client(project="test", credentials=AnonymousCredentials(), client_options=options)
+from tests.gcs_fixtures import FakeGcsServer, client_for
 
 
 def make_run_folder(root: Path) -> dict[str, bytes]:

@@ -14,22 +14,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from job import data, gcs, untrusted
 from job.errors import DataError, OutputError
 from job.gcs import GcsStore
 from tests.conftest import RunJob
-from tests.gcs_fixtures import FakeGcsServer
+from tests.gcs_fixtures import FakeGcsServer, client_for
 
 SHARED_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar-10-python.tar.gz"
-
-
-def gcs_client(server: FakeGcsServer) -> storage.Client:
-    """A plain client for arranging objects as an attacker with write access to the bucket would."""
-    options = {"api_endpoint": server.url}
-    return storage.Client(project="test", credentials=AnonymousCredentials(), client_options=options)
 
 
 class Gadget:
@@ -106,7 +99,7 @@ def test_a_pickle_that_names_code_in_a_folder_or_a_bucket_does_not_run(
         (folder / "data_batch_1").write_bytes(payload)
         source, origin = str(folder), f"{folder}:data_batch_1"
     else:
-        bucket = gcs_client(gcs_server).bucket(gcs_bucket)
+        bucket = client_for(gcs_server).bucket(gcs_bucket)
         upload_batches(bucket, "data/cifar-10-batches-py", tiny_tarball)
         bucket.blob("data/cifar-10-batches-py/data_batch_1").upload_from_string(payload)
         source = f"gs://{gcs_bucket}/data/cifar-10-batches-py"
@@ -169,7 +162,7 @@ def test_a_data_object_whose_name_leaves_the_cache_is_refused_before_any_byte_is
     run_job: RunJob,
     without_tensorflow: dict[str, str],
 ) -> None:
-    bucket = gcs_client(gcs_server).bucket(gcs_bucket)
+    bucket = client_for(gcs_server).bucket(gcs_bucket)
     upload_batches(bucket, "data/cifar-10-batches-py", tiny_tarball)
     outside = tmp_path / "outside"
     name = ESCAPES[escape].format(outside=str(outside).lstrip("/"))
@@ -194,7 +187,7 @@ def test_a_data_object_whose_name_leaves_the_cache_is_refused_before_any_byte_is
 def test_a_data_object_that_is_also_a_folder_is_refused(
     gcs_server: FakeGcsServer, gcs_bucket: str, tiny_tarball: Path, tmp_path: Path
 ) -> None:
-    bucket = gcs_client(gcs_server).bucket(gcs_bucket)
+    bucket = client_for(gcs_server).bucket(gcs_bucket)
     upload_batches(bucket, "data/cifar-10-batches-py", tiny_tarball)
     bucket.blob("data/cifar-10-batches-py/data_batch_1/shadow").upload_from_string(b"x")
     with pytest.raises(DataError, match="holds both an object 'data/cifar-10-batches-py/data_batch_1' and objects"):
@@ -206,7 +199,7 @@ def test_a_cache_folder_linked_outside_is_not_followed(
     gcs_server: FakeGcsServer, gcs_bucket: str, tiny_tarball: Path, tmp_path: Path
 ) -> None:
     """A symlink planted in the cache (by anything) does not carry a download outside it."""
-    bucket = gcs_client(gcs_server).bucket(gcs_bucket)
+    bucket = client_for(gcs_server).bucket(gcs_bucket)
     upload_batches(bucket, "data/cifar-10-batches-py", tiny_tarball)
     cache, outside = tmp_path / "cache", tmp_path / "outside"
     outside.mkdir()
@@ -313,7 +306,7 @@ def test_a_data_object_larger_than_the_bound_is_refused_before_download(
 ) -> None:
     """The bound is 2 GiB; lowered here so the object need not be that large. The size comes from the metadata."""
     monkeypatch.setattr(gcs, "MAX_DATA_BYTES", 1000)
-    gcs_client(gcs_server).bucket(gcs_bucket).blob("data/cifar.tar.gz").upload_from_string(bytes(1001))
+    client_for(gcs_server).bucket(gcs_bucket).blob("data/cifar.tar.gz").upload_from_string(bytes(1001))
     with pytest.raises(DataError, match=f"gs://{gcs_bucket}/data/cifar.tar.gz is 1,001 bytes, more than the 1,000"):
         gcs.fetch_data(f"gs://{gcs_bucket}/data/cifar.tar.gz", tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
