@@ -37,10 +37,15 @@ system-packages: ## Install the system packages (Graphviz) with apt-get when mis
 		fi; \
 	fi
 
-$(STAMP): requirements/runtime.lock requirements/dev.lock pyproject.toml | system-packages
+# uv (pinned in requirements/bootstrap.lock, installed with pip) installs the locks: it downloads in parallel.
+# --native-tls: trust the system CA bundle, as pip does (package registries may sit behind a TLS proxy).
+UV = $(VENV)/bin/uv
+UV_INSTALL = $(UV) pip install --quiet --native-tls
+$(STAMP): requirements/bootstrap.lock requirements/runtime.lock requirements/dev.lock pyproject.toml | system-packages
 	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/runtime.lock -r requirements/dev.lock
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/bootstrap.lock
+	$(UV_INSTALL) --python $(PY) -r requirements/runtime.lock -r requirements/dev.lock
+	$(UV_INSTALL) --python $(PY) --no-deps -e .
 	touch $@
 
 .PHONY: install
@@ -185,7 +190,7 @@ delete: $(STAMP) ## Delete a run's Job, pods and multi-worker Service (the run f
 	$(PY) -m job delete $(RUN) $(KUBE_FLAGS)
 
 # checkov in its own venv: its packaging pin conflicts with the runtime lock (`make test` builds it).
-$(CHECKOV): requirements/checkov.lock
-	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON_BOOTSTRAP) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/checkov.lock
+$(CHECKOV): requirements/checkov.lock $(STAMP)
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON_BOOTSTRAP) -m venv --without-pip $(CHECKOV_VENV)
+	$(UV_INSTALL) --python $(CHECKOV_VENV)/bin/python -r requirements/checkov.lock
 	touch $@
