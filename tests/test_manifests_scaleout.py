@@ -109,12 +109,12 @@ def test_workers_find_each_other(source: str, workers: int, capsys: pytest.Captu
     pod_labels = pod["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert service["spec"]["clusterIP"] == "None" and service["spec"]["ports"][0]["port"] == 2222
-    # The NetworkPolicy opens 2222 between this Job's pods, both ways, and nothing else.
+    # The NetworkPolicy opens 2222 between this Job's pods, both ways (what else they reach: test_network_policy.py).
     selector = policy["spec"]["podSelector"]["matchLabels"]
     assert selector.items() <= pod_labels.items() and selector[render.LABEL_RUN_ID] == name
-    (ingress,), (egress,) = policy["spec"]["ingress"], policy["spec"]["egress"]
-    assert ingress["from"] == egress["to"] == [{"podSelector": {"matchLabels": selector}}]
-    assert ingress["ports"] == egress["ports"] == [{"protocol": "TCP", "port": 2222}]
+    (ingress,), peers = policy["spec"]["ingress"], policy["spec"]["egress"][0]
+    assert ingress["from"] == peers["to"] == [{"podSelector": {"matchLabels": selector}}]
+    assert ingress["ports"] == peers["ports"] == [{"protocol": "TCP", "port": 2222}]
     # What worker 1 will build from the pod's variables (JOB_NAME is the Job's name via the downward API).
     pod_env = {**{key: value or "" for key, value in env.items()}, "JOB_NAME": name, "JOB_COMPLETION_INDEX": "1"}
     config = cluster_env.resolve_tf_config(pod_env)
