@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,9 @@ K8S = Path(__file__).resolve().parents[1] / "k8s"
 TARGETS = ["base", "overlays/symbolic", "overlays/imperative", "overlays/custom-loop"]
 OVERLAYS = {"symbolic": ("symbolic", "fit"), "imperative": ("imperative", "fit"), "custom-loop": ("symbolic", "custom")}
 SCHEMA_VERSIONS = ["1.31.0", kubernetes_validate.latest_version()]
+RUN_OVERLAYS = sorted(path.parent.name for path in (K8S / "overlays").glob("*/kustomization.yaml"))
+# What `make k8s-setup` creates once per namespace and every run shares: no run's cleanup may select them.
+SHARED = {("ServiceAccount", "cifar10-job"), ("NetworkPolicy", "cifar10-job")}
 
 
 @functools.cache
@@ -167,3 +171,46 @@ def test_every_quantity_is_a_string_in_the_yaml() -> None:
         resources = container_of(job_of(target))["resources"]
         for kind in ("requests", "limits"):
             assert all(isinstance(value, str) for value in resources[kind].values()), (target, resources)
+
+
+def cleanup_command() -> tuple[set[str], str]:
+    """The resource kinds and the label key of the cleanup command docs/kubernetes.md gives for `apply -k` runs."""
+    text = (K8S.parent / "docs" / "kubernetes.md").read_text()
+    (match,) = re.findall(r"kubectl delete ([a-z,]+) --namespace \S+ --selector ([\w./-]+)=RUN\b", text)
+    return set(match[0].split(",")), match[1]
+
+
+def run_objects(overlay: str) -> tuple[str, set[tuple[str, str]], set[tuple[str, str]]]:
+    """The overlay's run id, the (kind, name) of what the documented cleanup deletes, and of all it renders."""
+    kinds, key = cleanup_command()
+    documents = rendered(f"overlays/{overlay}")
+    (job,) = render.find(documents, "Job")
+    run = job["metadata"]["name"]
+    every = {(document["kind"], document["metadata"]["name"]) for document in documents}
+    selected = {
+        (document["kind"], document["metadata"]["name"])
+        for document in documents
+        if document["kind"].lower() in kinds and document["metadata"].get("labels", {}).get(key) == run
+    }
+    return run, selected, every
+
+
+@pytest.mark.parametrize("overlay", RUN_OVERLAYS)
+def test_the_documented_cleanup_removes_everything_of_the_run_but_nothing_shared(overlay: str) -> None:
+    run, selected, every = run_objects(overlay)
+    assert every >= SHARED and selected == every - SHARED, (run, every - SHARED - selected)
+    (job,) = render.find(rendered(f"overlays/{overlay}"), "Job")
+    assert job["spec"]["template"]["metadata"]["labels"][render.LABEL_RUN_ID] == run  # The pods too.
+    (source,) = container_of(job)["envFrom"]
+    assert ("ConfigMap", source["configMapRef"]["name"]) in selected  # Its settings go with it, not before it.
+
+
+def test_no_two_runs_share_an_object_a_cleanup_would_delete() -> None:
+    """kubectl apply -k of every overlay into one namespace: deleting one run leaves the others whole."""
+    owner: dict[tuple[str, str], str] = {}
+    for overlay in RUN_OVERLAYS:
+        run, selected, _ = run_objects(overlay)
+        for key in selected:
+            assert key not in owner, f"{key} belongs to both {owner.get(key)} and {run}"
+            owner[key] = run
+    assert len(set(owner.values())) == len(RUN_OVERLAYS) >= 5
