@@ -9,6 +9,7 @@ selectors, ports, sizes), not that a Job controller honours successPolicy or tha
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from job import cluster_env
 from job.cli import main
 from job.kube import indexed, render
 from tests.test_container import assert_clean, run_checkov
-from tests.test_manifests import SCHEMA_VERSIONS, rendered
+from tests.test_manifests import K8S, SCHEMA_VERSIONS, rendered
 
 SUBMIT = ["--image", "registry.example/cifar10-job:1", "--bucket", "my-bucket", "--namespace", "ns", "--dry-run"]
 MODELS = {"Job": "V1Job", "Service": "V1Service", "NetworkPolicy": "V1NetworkPolicy"}
@@ -35,12 +36,34 @@ def submitted(args: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict[
     return list(printed["items"]) if printed["kind"] == "List" else [printed]
 
 
-def all_renderings(capsys: pytest.CaptureFixture[str]) -> dict[str, list[dict[str, Any]]]:
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+@pytest.fixture(scope="session")
+def queued_k8s(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A k8s/ folder whose overlays/multiworker is the repository's plus k8s/components/kueue (docs/kubernetes.md)."""
+    root = tmp_path_factory.mktemp("queued") / "k8s"
+    overlay = root / "overlays" / "multiworker"
+    overlay.mkdir(parents=True)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S / "overlays" / "multiworker", overlay)],
+        "components": [os.path.relpath(K8S / "components" / "kueue", overlay)],
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return root
+
+
+def all_renderings(capsys: pytest.CaptureFixture[str], queued_k8s: Path) -> dict[str, list[dict[str, Any]]]:
+    queued = ["submit", "--workers", "3", "--run-id", "mw-queued", "--kustomize-dir", str(queued_k8s)]
     return {
         "multiworker": rendered("overlays/multiworker"),
         "sweep": rendered("overlays/sweep"),
         "submit-workers-4": submitted(["submit", "--workers", "4", "--run-id", "mw-run"], capsys),
         "sweep-6-points": submitted(["sweep", "--learning-rate", "0.1,0.05,0.01", "--batch-size", "200,100"], capsys),
+        "multiworker-kueue": render.render(queued_k8s / "overlays" / "multiworker"),
+        "submit-workers-3-kueue": submitted(queued, capsys),
     }
 
 
@@ -56,10 +79,10 @@ def by_kind(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("version", SCHEMA_VERSIONS)
 def test_scaleout_renderings_validate_strictly(
-    tmp_path: Path, version: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, version: str, capsys: pytest.CaptureFixture[str], queued_k8s: Path
 ) -> None:
     files, count = [], 0
-    for name, documents in all_renderings(capsys).items():
+    for name, documents in all_renderings(capsys, queued_k8s).items():
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump_all(documents))
         files.append(str(tmp_path / f"{name}.yaml"))
         count += len(documents)
@@ -67,18 +90,18 @@ def test_scaleout_renderings_validate_strictly(
     result = subprocess.run([str(cli), "--strict", "-k", version, *files], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     passed = f"against version {version.rsplit('.', 1)[0]}"
-    assert result.stdout.count(" passed for resource ") == result.stdout.count(passed) == count == 6 + 4 + 3 + 1
+    assert result.stdout.count(" passed for resource ") == result.stdout.count(passed) == count == 6 + 4 + 3 + 1 + 6 + 3
 
 
-def test_every_object_loads_into_the_client_models(capsys: pytest.CaptureFixture[str]) -> None:
-    for documents in all_renderings(capsys).values():
+def test_every_object_loads_into_the_client_models(capsys: pytest.CaptureFixture[str], queued_k8s: Path) -> None:
+    for documents in all_renderings(capsys, queued_k8s).values():
         for kind, document in by_kind(documents).items():
             model = ApiClient().deserialize(json.dumps(document), MODELS[kind], "application/json")
             assert model.metadata.name == document["metadata"]["name"]
 
 
-def test_checkov_finds_no_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for name, documents in all_renderings(capsys).items():
+def test_checkov_finds_no_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str], queued_k8s: Path) -> None:
+    for name, documents in all_renderings(capsys, queued_k8s).items():
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump_all(documents))
     report = run_checkov("--directory", str(tmp_path), "--framework", "kubernetes")
     assert_clean(report, minimum_passed=300)
@@ -159,3 +182,28 @@ def test_workers_need_the_multiworker_overlay(capsys: pytest.CaptureFixture[str]
     assert "must start with a letter" in capsys.readouterr().err
     (job,) = submitted(["submit", "--workers", "1"], capsys)  # One worker: the ordinary single-pod Job.
     assert "completionMode" not in job["spec"]
+
+
+def test_the_kueue_component_queues_the_whole_run_suspended(queued_k8s: Path) -> None:
+    """Only the queue label and suspend change: Kueue admits parallelism x requests at once or not at all."""
+    queued = by_kind(render.render(queued_k8s / "overlays" / "multiworker"))
+    plain = by_kind(rendered("overlays/multiworker"))
+    job = queued["Job"]
+    assert job["metadata"]["labels"][QUEUE_LABEL] == "cifar10" and job["spec"]["suspend"] is True
+    # No kueue.x-k8s.io/job-min-parallelism annotation: partial admission would start a subset of the workers.
+    assert not any(key.startswith("kueue.x-k8s.io/") for key in job["metadata"].get("annotations", {}))
+    assert job["spec"]["parallelism"] == job["spec"]["completions"] == 2
+    del job["metadata"]["labels"][QUEUE_LABEL], job["spec"]["suspend"]
+    assert queued == plain
+
+
+def test_submit_keeps_the_queue_for_any_number_of_workers(capsys: pytest.CaptureFixture[str], queued_k8s: Path) -> None:
+    documents = submitted(
+        ["submit", "--workers", "3", "--run-id", "mw-queued", "--kustomize-dir", str(queued_k8s)], capsys
+    )
+    objects = by_kind(documents)
+    job = objects["Job"]
+    assert job["metadata"]["labels"][QUEUE_LABEL] == "cifar10" and job["spec"]["suspend"] is True
+    assert job["spec"]["parallelism"] == job["spec"]["completions"] == 3
+    assert set(objects) == {"Job", "Service", "NetworkPolicy"}  # Created at once; only the pods wait for admission.
+    assert QUEUE_LABEL not in job["spec"]["template"]["metadata"]["labels"]  # Kueue reads the Job's label.
