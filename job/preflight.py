@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from job import data, lease
+from job import cluster_env, data, lease
 from job.artifacts import CONFIG, RunWriter, default_staging_root
 from job.cluster_env import is_chief, resolve_tf_config
 from job.config import StrategyKind, TrainConfig
@@ -28,6 +28,7 @@ class Prepared:
     dataset: data.Cifar10
     is_chief: bool = True
     lease: Lease | None = None  # Held by the chief until the process ends (job.lease).
+    workers: int = 1  # The run's training workers (processes); more than one: a lost peer interrupts the others.
 
 
 def preflight(config: TrainConfig) -> Prepared:
@@ -37,13 +38,13 @@ def preflight(config: TrainConfig) -> Prepared:
             "--require-gpu is set but this machine or container has no NVIDIA GPU device "
             "(no /dev/nvidia0): request nvidia.com/gpu for the pod or run docker with --gpus all"
         )
-    worker = this_worker(config)
+    worker, workers = this_worker(config), worker_count(config)
     writer = RunWriter(open_store(config.output), config.run_id)
     state = inspect_run(writer, config)
     dataset = data.load(config.data)
     check_splits(dataset, config.batch_size, config.validation_size)
     if worker is not None:  # A non-chief worker of a multi-worker run: nothing of it is published.
-        return Prepared(writer.for_worker(worker, state), state == "resume", dataset, is_chief=False)
+        return Prepared(writer.for_worker(worker, state), state == "resume", dataset, is_chief=False, workers=workers)
     # The chief is the run's one writer: nothing is staged before it holds the run's lease, and a run rejected
     # above leaves no trace. What was read may have changed before the lease was taken: read it again.
     held = lease.acquire(config.output, config.run_id)
@@ -53,7 +54,7 @@ def preflight(config: TrainConfig) -> Prepared:
     except BaseException:
         held.release()
         raise
-    return Prepared(writer, state == "resume", dataset, lease=held)
+    return Prepared(writer, state == "resume", dataset, lease=held, workers=workers)
 
 
 def inspect_run(writer: RunWriter, config: TrainConfig) -> str:
@@ -78,6 +79,13 @@ def this_worker(config: TrainConfig) -> int | None:
         return None
     tf_config = resolve_tf_config(os.environ)
     return None if is_chief(tf_config) else int(tf_config["task"]["index"])  # type: ignore[index]
+
+
+def worker_count(config: TrainConfig) -> int:
+    """How many processes train this run together: TF_CONFIG's (or the Indexed Job's) workers, else 1."""
+    if config.strategy not in (StrategyKind.auto, StrategyKind.multiworker):
+        return 1
+    return cluster_env.worker_count(resolve_tf_config(os.environ))
 
 
 # Settings that must match for a rerun to continue an unfinished run (epochs may grow; paths may move).

@@ -8,6 +8,7 @@ model and `summary.json` once, at the very end.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,11 +34,29 @@ from job.progress import Reporter
 from job.run_record import describe_run, resumed_record
 from job.storage import open_store
 
-PEER_LOST_ERRORS = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError)
+# How TensorFlow reports a peer that went away or restarted: gRPC unreachable, a collective cancelled or aborted
+# by the coordination service (a task stopped sending heartbeats), a deadline passed while waiting for it, and
+# FailedPrecondition when a restarted peer rejoins an older incarnation of the cluster.
+PEER_LOST_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.CancelledError,
+    tf.errors.AbortedError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.FailedPreconditionError,
+)
 
 
 def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
-    """Train, evaluate and publish one run; `prepared` holds what job.preflight checked without TensorFlow."""
+    """Train, evaluate and publish one run; `prepared` holds what job.preflight checked without TensorFlow.
+
+    In a multi-worker run everything from creating the strategy (joining the cluster) to the last collective
+    is covered: wherever a peer is lost, this worker exits 75 and the Job restarts them all to resume.
+    """
+    with peers_lost_is_retryable(prepared.workers):
+        return train_and_publish(config, prepared)
+
+
+def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
     started = time.monotonic()
     reporter = Reporter(config.log_format.value)
     writer, dataset = prepared.writer, prepared.dataset
@@ -111,20 +130,19 @@ def run(config: TrainConfig, prepared: Prepared) -> dict[str, Any]:
     )
     if distribution.kind != "none" and config.loop == Loop.fit:
         prepare_fit(model, dataset.image_size)
-    with peers_lost_is_retryable(distribution):
-        if first_epoch < config.epochs:
-            train_model(
-                config,
-                model,
-                optimizer,
-                splits,
-                monitor,
-                train_metrics,
-                first_epoch,
-                first_step,
-                jit_compile,
-                steps_per_execution,
-            )
+    if first_epoch < config.epochs:
+        train_model(
+            config,
+            model,
+            optimizer,
+            splits,
+            monitor,
+            train_metrics,
+            first_epoch,
+            first_step,
+            jit_compile,
+            steps_per_execution,
+        )
     if stopping.requested():
         writer.sync_tree(CHECKPOINTS)
         raise Interrupted(
@@ -163,7 +181,7 @@ def check_global_batch(batch_size: int, replicas: int) -> None:
 
 
 @contextmanager
-def peers_lost_is_retryable(distribution: Distribution) -> Iterator[None]:
+def peers_lost_is_retryable(workers: int) -> Iterator[None]:
     """In a multi-worker run, a peer that went away (preempted, evicted) fails the collectives of the others.
 
     That is an interruption, not a bug: exit 75 so the Job restarts every worker without counting it, and
@@ -172,12 +190,25 @@ def peers_lost_is_retryable(distribution: Distribution) -> Iterator[None]:
     try:
         yield
     except PEER_LOST_ERRORS as error:
-        if distribution.workers == 1:
+        if workers == 1:
             raise
-        reason = str(error).splitlines()[0][:200]
         raise Interrupted(
-            f"lost contact with another worker ({type(error).__name__}: {reason}): resume by rerunning"
+            f"lost contact with another worker ({type(error).__name__}: {peer_loss_reason(error.message)}): "
+            "every worker resumes from the last checkpoint when they are started again (the Job restarts them)"
         ) from None
+
+
+def peer_loss_reason(message: str) -> str:
+    """What TensorFlow says happened to the peer, without its op names, graph traces and advice: one line."""
+    text = re.sub(r"\{\{[^}]*\}\}", "", message)  # {{function_node ...}} op decorations.
+    text = text.rsplit("aborted by:", 1)[-1]  # A collective aborted by the coordination service: its reason.
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.startswith((" ", "Graph execution error", "Detected at node"))
+    ]
+    reason = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else "no detail")
+    return reason if len(reason) <= 200 else reason[:199] + "…"
 
 
 def make_optimizer(config: TrainConfig, precision: str) -> keras.optimizers.Optimizer:

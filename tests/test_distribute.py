@@ -1,45 +1,58 @@
 """tf.distribute end to end on CPU: MirroredStrategy over two logical CPUs, and MultiWorkerMirroredStrategy
 over two worker processes on 127.0.0.1 whose TF_CONFIG the job derives from an Indexed Job's variables.
 
-Each is compared with a single-replica run of the same global batch and seed, in float32 so that the
-comparison is tight: the custom loop must match it to rounding, `fit` within noise.
+Each is compared with a single-replica run of the same global batch and seed: the session's shared symbolic
+runs (tests/conftest.py `trained_runs`, float32), so the comparison is tight: the custom loop must match to
+rounding, `fit` within noise. A multi-worker run that loses a worker exits 75 and resumes when restarted.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import re
 import socket
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from job.gcs import GcsStore
 from tests.conftest import RunJob
-from tests.helpers import epoch_records, job_env, start_job
+from tests.helpers import TINY_TRAIN, epoch_records, job_env, start_job
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.xdist_group("distribute"),
-]  # Under xdist, one worker trains the single-replica reference.
+    pytest.mark.xdist_group("trained-runs"),
+]  # Under xdist, on the worker that trains the shared runs (the single-replica references).
 
-FLAGS = (
-    "--epochs", "2", "--batch-size", "50", "--validation-size", "100", "--learning-rate", "0.01",
-    "--precision", "float32", "--seed", "5",
-)  # fmt: skip
+FLAGS = ("--precision", "float32", "--seed", "7", *TINY_TRAIN)  # As the shared runs were trained.
+# A worker that lost its peer notices within the coordination service's heartbeat timeout (about 10 s measured).
+PEER_LOSS_SECONDS = 60
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports free now. TensorFlow's gRPC server refuses a port another socket holds, even with SO_REUSEPORT
-    (tried), so they are released before the workers bind them; a process that takes one in between fails
-    the test with "Could not start gRPC server"."""
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+    """Ports that nothing can take between this check and the workers' bind.
+
+    TensorFlow's gRPC server refuses a port another socket holds, even with SO_REUSEPORT (tried), so the port
+    cannot be held for it. Instead it comes from below the kernel's ephemeral range: no bind to port 0 and no
+    outgoing connection is ever given one of those, so only a process that asks for that very port could.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports: list[int] = []
+    for port in random.SystemRandom().sample(range(10_000, low), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # Someone listens there.
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise AssertionError(f"no {count} free ports below the ephemeral range (from {low})")
 
 
 def train_args(tarball: Path, output: Path, run_id: str, loop: str, strategy: str) -> list[str]:
@@ -48,13 +61,12 @@ def train_args(tarball: Path, output: Path, run_id: str, loop: str, strategy: st
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory: pytest.TempPathFactory, run_job: RunJob, tiny_tarball: Path) -> dict[str, Path]:
-    """The reference: one replica, both loops."""
-    output = tmp_path_factory.mktemp("single")
+def single(trained_runs: dict[str, Path]) -> dict[str, Path]:
+    """The reference: one replica, both loops, the same flags (the session's shared symbolic runs)."""
     for loop in ("fit", "custom"):
-        result = run_job(*train_args(tiny_tarball, output, loop, loop, "none"))
-        assert result.returncode == 0, result.stderr
-    return {loop: output / loop for loop in ("fit", "custom")}
+        config = json.loads((trained_runs[f"symbolic-{loop}"] / "config.json").read_text())
+        assert config["distribution"]["replicas"] == 1 and (config["seed"], config["batch_size"]) == (7, 50)
+    return {loop: trained_runs[f"symbolic-{loop}"] for loop in ("fit", "custom")}
 
 
 def assert_same_training(run: Path, reference: Path, tolerance: float) -> None:
@@ -79,37 +91,53 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_replica(
     assert_same_training(tmp_path / "mirrored", single[loop], tolerance=0.01)
 
 
-def start_worker(args: list[str], index: int, addresses: str, staging: Path) -> subprocess.Popen[str]:
-    """One pod of the Indexed Job, as a process: the job derives TF_CONFIG from these variables."""
-    variables = {
-        "JOB_COMPLETION_INDEX": str(index),
-        "JOB_WORKERS": "2",
-        "JOB_WORKER_ADDRESSES": addresses,
-        "JOB_STAGING_DIR": str(staging),
-    }
-    env = job_env(variables)
-    env.pop("TF_CONFIG", None)
-    return start_job(args, env)
+Workers = list[subprocess.Popen[str]]
 
 
-@pytest.mark.parametrize("loop", ["fit", "custom"])
-def test_two_workers_train_one_run_and_only_the_chief_publishes(
-    tmp_path: Path, tiny_tarball: Path, single: dict[str, Path], loop: str
-) -> None:
-    args = train_args(tiny_tarball, tmp_path / "runs", "multi", loop, "auto")  # auto: two workers → multiworker.
-    addresses = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
-    workers = [start_worker(args, index, addresses, tmp_path / "staging") for index in (0, 1)]
-    try:
-        outputs: list[Any] = [worker.communicate(timeout=600) for worker in workers]
-    finally:
-        for worker in workers:  # A failed or timed-out test leaves no trainer behind.
-            if worker.poll() is None:
-                worker.kill()
-                worker.communicate()
+@pytest.fixture
+def start_workers() -> Iterator[Any]:
+    """Start a two-worker run: each worker a process, as a pod of the Indexed Job whose variables the job
+    derives TF_CONFIG from. Any worker still running when the test ends (it failed) is killed."""
+    started: Workers = []
+
+    def start(args: list[str], staging: Path) -> Workers:
+        addresses = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+        workers = []
+        for index in (0, 1):
+            variables = {
+                "JOB_COMPLETION_INDEX": str(index),
+                "JOB_WORKERS": "2",
+                "JOB_WORKER_ADDRESSES": addresses,
+                "JOB_STAGING_DIR": str(staging),
+            }
+            env = job_env(variables)
+            env.pop("TF_CONFIG", None)
+            workers.append(start_job(args, env))
+        started.extend(workers)
+        return workers
+
+    yield start
+    for worker in started:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+
+
+def finish(workers: Workers) -> list[tuple[str, str]]:
+    """Wait for every worker; each must exit 0. Their (stdout, stderr)."""
+    outputs = [worker.communicate(timeout=600) for worker in workers]
     for worker, (_, stderr) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, stderr
     assert "strategy=multiworker replicas=2 workers=2 worker=0" in outputs[0][0]
     assert "worker finished worker=1" in outputs[1][0]
+    return outputs
+
+
+def test_two_workers_train_one_run_and_only_the_chief_publishes(
+    tmp_path: Path, tiny_tarball: Path, single: dict[str, Path], start_workers: Any
+) -> None:
+    args = train_args(tiny_tarball, tmp_path / "runs", "multi", "fit", "auto")  # auto: two workers → multiworker.
+    finish(start_workers(args, tmp_path / "staging"))
 
     run = tmp_path / "runs" / "multi"
     summary = json.loads((run / "summary.json").read_text())
@@ -117,11 +145,55 @@ def test_two_workers_train_one_run_and_only_the_chief_publishes(
     # Only the chief wrote anything: one run folder, and the worker's private copy is gone.
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["multi"]
     assert list((tmp_path / "staging").rglob("*")) == []  # The worker used it (start_worker), then removed its copy.
-    # The same global batches as one worker: the custom loop to rounding, fit within noise (Keras splits
-    # and reduces differently under multi-worker).
-    assert_same_training(run, single[loop], tolerance=0.01 if loop == "custom" else 0.15)
-    reference = json.loads((single[loop] / "summary.json").read_text())
+    # The same global batches as one worker, within noise: Keras splits and reduces differently under
+    # multi-worker.
+    assert_same_training(run, single["fit"], tolerance=0.15)
+    reference = json.loads((single["fit"] / "summary.json").read_text())
     assert summary["test_accuracy"] == pytest.approx(reference["test_accuracy"], abs=0.1)
+
+
+def test_a_worker_that_loses_its_peer_exits_75_and_both_resume_to_the_same_training_in_the_bucket(
+    tmp_path: Path, tiny_tarball: Path, single: dict[str, Path], start_workers: Any, gcs_bucket: str
+) -> None:
+    """kill -9 worker 1 once the chief has finished epoch 1 (a preempted node): the chief, in the collectives
+    of epoch 2, exits 75 within the heartbeat timeout, with one line. Both started again resume from the
+    bucket's epoch-1 checkpoint and finish with the single-replica run's epochs (the custom loop: to rounding)."""
+    args = train_args(tiny_tarball, tmp_path, "multi", "custom", "auto")
+    args[args.index("--output") + 1] = f"gs://{gcs_bucket}/runs"
+    chief, worker = start_workers(args, tmp_path / "staging-1")
+    assert chief.stdout is not None
+    for line in chief.stdout:  # The chief's log, as it is printed.
+        if line.startswith("epoch 1/2 loss "):
+            worker.kill()
+            killed = time.monotonic()
+            break
+    else:
+        raise AssertionError(f"the chief ended before epoch 1 ({chief.wait()}): {chief.communicate()[1]}")
+    _, stderr = chief.communicate(timeout=PEER_LOSS_SECONDS + 60)
+    assert time.monotonic() - killed < PEER_LOSS_SECONDS
+    assert chief.returncode == 75, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"error: lost contact with another worker \((Unavailable|Aborted|Cancelled)Error: .+\): .*", last
+    )
+    assert "Traceback" not in stderr
+    store = GcsStore(gcs_bucket, "runs/multi")
+    assert store.read_bytes("summary.json") is None
+
+    finish(start_workers(args, tmp_path / "staging-2"))  # A new pod each: nothing local survives.
+    config = json.loads(store.read_bytes("config.json") or b"{}")
+    assert [(r["epoch"], r["step"]) for r in config["resumed"]] == [(2, 0)]  # From the end of epoch 1.
+    assert config["attempts"] == 2
+    records = [json.loads(line) for line in (store.read_bytes("metrics.jsonl") or b"").decode().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    for ours, theirs in zip(epochs, epoch_records(single["custom"]), strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert ours[key] == pytest.approx(theirs[key], abs=0.01), (key, ours, theirs)
+    assert json.loads(store.read_bytes("summary.json") or b"{}")["epochs"] == 2
+    assert sorted({key.split("/")[0] for key in store.list_keys("")}) == sorted(
+        {path.name.split("/")[0] for path in single["custom"].iterdir() if not path.name.startswith(".")}
+    )  # The chief published the whole run; the worker nothing.
 
 
 def test_a_global_batch_that_does_not_split_over_the_replicas_is_exit_2(
