@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, VARIANTS, RunJob
-from tests.helpers import TINY_TRAIN, epoch_records, read_jsonl, tensorboard_scalars
+from tests.helpers import TINY_TRAIN, epoch_records, tensorboard_scalars
 
 EPOCH_KEYS = {"kind", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "images_per_second"}
 
@@ -102,19 +102,6 @@ def test_saved_model_reloads_in_a_fresh_process_with_the_same_predictions(
     assert report["shape"] == [16, 10] and report["dtype"] == "uint8"
     assert report["max_diff"] < 1e-5
     assert report["sums"] == pytest.approx([1.0] * 16, abs=1e-4)
-
-
-def test_custom_loop_records_every_100_steps(run_job: RunJob, tiny_tarball: Path, tmp_path: Path) -> None:
-    """Batch 5 over 500 images is 100 steps per epoch: one step record per epoch, as the chapter logs."""
-    result = run_job(
-        "train", "--loop", "custom", "--data", str(tiny_tarball), "--output", str(tmp_path), "--run-id", "steps",
-        "--epochs", "1", "--batch-size", "5", "--validation-size", "100", "--learning-rate", "0.01",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    steps = [record for record in read_jsonl(tmp_path / "steps" / "metrics.jsonl") if record["kind"] == "step"]
-    assert [(record["epoch"], record["step"], record["samples_seen"]) for record in steps] == [(1, 100, 500)]
-    assert steps[0]["batch_loss"] > 0 and steps[0]["loss"] > 0
-    assert "epoch 1/1 step 100/100" in result.stdout
 
 
 def test_existing_finished_run_is_refused_then_overwritten(
