@@ -3,6 +3,8 @@
 Kubernetes acts on these codes (k8s/base/job.yaml podFailurePolicy), so they are stable:
     0 success · 1 unexpected · 2 bad usage/config · 3 data missing or corrupt
     4 output unusable or run exists · 5 training diverged · 75 interrupted, state saved (retryable)
+Only the client (`submit --follow`, `logs --follow`) exits with:
+    69 no pod of the run got running within --pending-timeout (the Job is left as it is)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ EXIT_USAGE = 2
 EXIT_DATA = 3
 EXIT_OUTPUT = 4
 EXIT_DIVERGED = 5
+EXIT_NOT_STARTED = 69  # EX_UNAVAILABLE from sysexits.h: "a service is unavailable"; never a trainer's exit.
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL from sysexits.h: "try again later".
 
 
@@ -40,3 +43,9 @@ class DivergedError(JobError):
 
 class Interrupted(JobError):
     exit_code = EXIT_INTERRUPTED
+
+
+class NotStarted(JobError):
+    """Following a run that the cluster does not start (unschedulable, image not pullable...): ends the follow."""
+
+    exit_code = EXIT_NOT_STARTED

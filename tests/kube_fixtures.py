@@ -128,6 +128,9 @@ def kube_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiDou
         << (lambda request: _missing_namespace(double, request))
     )
     add_service_account(double)  # As `make k8s-setup` leaves the namespace; tests remove or change it.
+    # A real API server lists these (empty) before any exists; kmock serves lists of declared resources only.
+    for resource, kind in (("batch/v1/jobs", "Job"), ("v1/pods", "Pod"), ("v1/events", "Event")):
+        handler.resources[resource].kind = kind
     _write_kubeconfig(double.kubeconfig, double.url)
     monkeypatch.setenv("KUBECONFIG", str(double.kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)

@@ -220,11 +220,16 @@ def test_setup_creates_the_account_and_policy_only_and_then_submit_runs(
     assert code == 0, err
 
 
+# The Job controller's own wording for a FailJob rule (kubernetes pkg/controller/job/pod_failure_policy.go).
+FAIL_JOB_MESSAGE = (
+    f"Container train for pod {NAMESPACE}/run-1-abcde failed with exit code 3 matching FailJob rule at index 0"
+)
+
+
 def finished_job(condition: str) -> dict[str, Any]:
     job = expected_job("symbolic", "symbolic", "fit", [])
-    job["status"] = {
-        "conditions": [{"type": condition, "status": "True", "reason": "PodFailurePolicy", "message": "exit 3"}]
-    }
+    reason, message = ("PodFailurePolicy", FAIL_JOB_MESSAGE) if condition == "Failed" else ("CompletionsReached", "")
+    job["status"] = {"conditions": [{"type": condition, "status": "True", "reason": reason, "message": message}]}
     return job
 
 
@@ -261,14 +266,14 @@ def test_follow_streams_logs_and_exits_with_the_jobs_outcome(
     assert code == exit_code
     assert '{"epoch": 1, "loss": 1.5}\n' in out
     if condition == "Failed":
-        assert err.endswith("error: Job run-1 failed (PodFailurePolicy: exit 3, last exit code 3)\n")
+        assert err.endswith(f"error: Job run-1 failed (PodFailurePolicy: {FAIL_JOB_MESSAGE})\n")
 
 
 def test_status_logs_and_delete(kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(SUBMIT, capsys)[0] == 0
     add_pod(kube_api, 0)
     code, out, _ = run_cli(["status", "run-1", "--namespace", NAMESPACE], capsys)
-    assert (code, out) == (0, "run-1\tPending\tactive=0 succeeded=0 failed=0\n")
+    assert (code, out) == (0, "run-1\tPending\tactive=0 succeeded=0 failed=0\n  pod run-1-abcde: Succeeded\n")
     code, out, _ = run_cli(["logs", "run-1", "--namespace", NAMESPACE], capsys)
     assert (code, out) == (0, '{"epoch": 1, "loss": 1.5}\n')
     code, out, _ = run_cli(["delete", "run-1", "--namespace", NAMESPACE], capsys)

@@ -4,31 +4,24 @@ Every API failure becomes one `job.errors` exception (one line, no traceback):
     no kubeconfig / in-cluster config, namespace missing, 401/403  -> UsageError, exit 2 (fix the setup)
     409 (a Job with this name exists)                              -> OutputError, exit 4 (like "run exists")
     API server unreachable or any other API error                  -> JobError, exit 1
-`kubernetes` is imported inside functions so `python -m job --help` stays fast.
+`kubernetes` is imported inside functions so `python -m job --help` stays fast. What the Job's state
+means is job/kube/diagnose.py; following a run is job/kube/follow.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from job.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_OUTPUT, EXIT_USAGE, JobError, OutputError, UsageError
+from job.errors import JobError, OutputError, UsageError
 from job.kube.render import CONTAINER, JOB_NAME_LABEL, LABEL_RUN_ID, Manifest
 
-CONTRACT_CODES = {EXIT_USAGE, EXIT_DATA, EXIT_OUTPUT, EXIT_DIVERGED}  # Exit codes the Job fails on at once.
-
-
-class RunFailed(JobError):
-    """The Job failed; the exit code is the trainer's when the pod reported one of the contract's codes."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+# Connections kept per host. `logs --follow` holds one open per pod of a multi-worker run or sweep while it
+# polls; with the client's default (5 per CPU, so 10 on 2 cores) urllib3 warns "Connection pool is full".
+CONNECTIONS = 64
 
 
 def connect() -> Any:
@@ -45,10 +38,12 @@ def connect() -> Any:
             f"no Kubernetes credentials ({error}): set KUBECONFIG or run "
             "`gcloud container clusters get-credentials CLUSTER`, or run inside a cluster"
         ) from None
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = CONNECTIONS
+    return client.ApiClient(configuration)
 
 
-def _status_message(error: Any) -> tuple[str, dict[str, Any]]:
+def status_message(error: Any) -> tuple[str, dict[str, Any]]:
     """The API server's own message and details from an ApiException's Status body."""
     try:
         status = json.loads(error.body or "{}")
@@ -66,7 +61,7 @@ def api_errors(namespace: str, what: str) -> Iterator[None]:
     try:
         yield
     except ApiException as error:
-        message, details = _status_message(error)
+        message, details = status_message(error)
         if error.status == 404 and details.get("kind") == "namespaces":
             raise UsageError(
                 f"namespace {namespace!r} not found: create it (kubectl create namespace {namespace}) or pass --namespace"
@@ -113,7 +108,7 @@ def check_service_account(api: Any, job: Manifest) -> None:
         try:
             account = client.CoreV1Api(api).read_namespaced_service_account(name, namespace)
         except ApiException as error:
-            if error.status != 404 or _status_message(error)[1].get("kind") == "namespaces":
+            if error.status != 404 or status_message(error)[1].get("kind") == "namespaces":
                 raise
             raise OutputError(
                 f"ServiceAccount {name} does not exist in namespace {namespace!r}: the Job's pods would be refused "
@@ -240,14 +235,30 @@ def list_jobs(api: Any, namespace: str, selector: str) -> list[Manifest]:
     return [dict(api.sanitize_for_serialization(job)) for job in jobs.items]
 
 
-def list_pods(api: Any, namespace: str, name: str) -> list[Manifest]:
-    """The Job's pods, oldest first."""
+def list_pods(api: Any, namespace: str, name: str | None = None) -> list[Manifest]:
+    """The pods of Job `name` (of every Job when None), oldest first."""
     from kubernetes import client
 
-    with api_errors(namespace, f"pods of Job {name}"):
-        pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={name}")
+    selector = f"{JOB_NAME_LABEL}={name}" if name else JOB_NAME_LABEL
+    with api_errors(namespace, f"pods of Job {name}" if name else "listing pods"):
+        pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector)
     found = [dict(api.sanitize_for_serialization(pod)) for pod in pods.items]
+    if name:  # What the selector asked for, also from a server that ignores selectors (the test double).
+        found = [pod for pod in found if (pod["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == name]
     return sorted(found, key=lambda pod: (pod["metadata"].get("creationTimestamp") or "", pod["metadata"]["name"]))
+
+
+def list_events(api: Any, namespace: str) -> list[Manifest]:
+    """The namespace's core/v1 Events (kept one hour by default), as plain JSON.
+
+    A field selector matches one object name only; a run has a Job and several pods, so this lists the
+    namespace (the project's own, holding only runs) and job/kube/diagnose.py picks the run's events.
+    """
+    from kubernetes import client
+
+    with api_errors(namespace, "listing events"):
+        events = client.CoreV1Api(api).list_namespaced_event(namespace)
+    return [dict(api.sanitize_for_serialization(event)) for event in events.items]
 
 
 def delete_job(api: Any, namespace: str, name: str) -> None:
@@ -258,68 +269,17 @@ def delete_job(api: Any, namespace: str, name: str) -> None:
         client.BatchV1Api(api).delete_namespaced_job(name, namespace, propagation_policy="Background")
 
 
-def stream_logs(api: Any, namespace: str, pod: str, follow: bool) -> None:
-    """Copy the train container's log to stdout, as it is written when following."""
+def open_log(api: Any, namespace: str, pod: str, follow: bool, tail: int | None = None, previous: bool = False) -> Any:
+    """The train container's log as an unread urllib3 response (`.stream()`, then `.release_conn()`).
+
+    Raises the client's ApiException and urllib3 errors as they are: a caller streaming several pods decides
+    per pod (a pod that never started answers 400, a deleted one 404, one on a vanished node 5xx).
+    """
     from kubernetes import client
 
-    with api_errors(namespace, f"logs of pod {pod}"):
-        response: Any = client.CoreV1Api(api).read_namespaced_pod_log(
-            pod, namespace, container=CONTAINER, follow=follow, _preload_content=False
-        )
-        try:
-            for chunk in response.stream(4096):
-                sys.stdout.write(chunk.decode("utf-8", errors="replace"))
-                sys.stdout.flush()
-        finally:
-            response.release_conn()
-
-
-def job_outcome(job: Manifest) -> str | None:
-    """'Complete' or 'Failed' once the Job has finished, else None."""
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-            return str(condition["type"])
-    return None
-
-
-def failed_condition(job: Manifest) -> str:
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Failed":
-            return f"{condition.get('reason', '')}: {condition.get('message', '')}".strip(": ")
-    return "failed"
-
-
-def train_exit_code(pod: Manifest) -> int | None:
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        terminated = (status.get("state") or {}).get("terminated")
-        if status.get("name") == CONTAINER and terminated:
-            return int(terminated["exitCode"])
-    return None
-
-
-def raise_for_outcome(job: Manifest, pods: list[Manifest]) -> None:
-    """Nothing for Complete; RunFailed with the trainer's exit code (2-5) or 1 for Failed."""
-    if job_outcome(job) != "Failed":
-        return
-    codes = [code for code in (train_exit_code(pod) for pod in pods) if code is not None]
-    code = codes[-1] if codes and codes[-1] in CONTRACT_CODES else 1
-    detail = f", last exit code {codes[-1]}" if codes else ""
-    raise RunFailed(f"Job {job['metadata']['name']} failed ({failed_condition(job)}{detail})", code)
-
-
-def follow(api: Any, namespace: str, name: str, poll_seconds: float = 2.0) -> None:
-    """Stream each pod's log as it starts, until the Job is Complete (return) or Failed (raise)."""
-    shown: set[str] = set()
-    while True:
-        job = read_job(api, namespace, name)
-        pods = list_pods(api, namespace, name)
-        for pod in pods:
-            phase = (pod.get("status") or {}).get("phase")
-            if pod["metadata"]["name"] not in shown and phase in ("Running", "Succeeded", "Failed"):
-                shown.add(pod["metadata"]["name"])
-                print(f"--- pod {pod['metadata']['name']} ---", file=sys.stderr)
-                stream_logs(api, namespace, pod["metadata"]["name"], follow=True)
-        if job_outcome(job) is not None:
-            raise_for_outcome(job, list_pods(api, namespace, name))
-            return
-        time.sleep(poll_seconds)
+    options: dict[str, Any] = {"container": CONTAINER, "follow": follow, "_preload_content": False}
+    if tail is not None:
+        options["tail_lines"] = tail
+    if previous:
+        options["previous"] = True
+    return client.CoreV1Api(api).read_namespaced_pod_log(pod, namespace, **options)

@@ -2,7 +2,7 @@
 
     python -m job submit --api symbolic --image REGISTRY/cifar10-job:0.1.0 --bucket BUCKET --follow
     python -m job status cifar10-symbolic-fit-20261126-153000-3f9a
-    python -m job logs cifar10-symbolic-fit-20261126-153000-3f9a --follow
+    python -m job logs cifar10-symbolic-fit-20261126-153000-3f9a --follow --tail 20
     python -m job submit --workers 2      # k8s/overlays/multiworker: an Indexed Job plus its headless Service
     python -m job sweep --learning-rate 0.1,0.05,0.01 --batch-size 200,100 --dry-run
 
@@ -40,7 +40,18 @@ Image = Annotated[str | None, typer.Option(envvar="IMAGE", help="Default: images
 Bucket = Annotated[
     str | None, typer.Option(envvar="BUCKET", help="BUCKET or gs://BUCKET[/PREFIX]: reads ROOT/data, writes ROOT/runs.")
 ]
+PendingTimeout = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        help="With --follow: end (exit 69, naming why) after this many seconds without a running pod; 0 waits forever.",
+    ),
+]
 APP_SELECTOR = "app.kubernetes.io/name=cifar10-job"
+# GKE adding a GPU node from zero (create the VM, install the driver) and pulling the TensorFlow GPU image
+# (about 3 GB compressed) usually take several minutes each; 15 minutes leaves room for both. Queued
+# clusters (Kueue, quotas) can hold a run longer: pass a larger value, or 0 to wait without limit.
+PENDING_TIMEOUT_SECONDS = 900.0
 SWEEP_PARALLELISM = 4  # Default pods (GPUs) at once for a sweep: min(grid size, this).
 
 
@@ -78,9 +89,11 @@ def submit(
     dry_run: Annotated[
         bool, typer.Option(help="Print the Job (multi-worker: a List with its Service) instead of creating it.")
     ] = False,
+    pending_timeout: PendingTimeout = PENDING_TIMEOUT_SECONDS,
 ) -> None:
     """Create a training Job from k8s/overlays/<overlay> and print where its results will appear."""
     from job.kube import cluster, indexed, render
+    from job.kube import follow as following
 
     default_overlay = "multiworker" if (workers or 1) > 1 else (api or Api.symbolic).value
     documents = render.render(render.overlay_dir(overlay or default_overlay, kustomize_dir))
@@ -103,7 +116,7 @@ def submit(
     typer.echo(f"results: {render.output_location(job)}")
     typer.echo(f"follow:  python -m job logs {name} --namespace {namespace} --follow")
     if follow:
-        cluster.follow(client, namespace, name)
+        following.follow(client, namespace, name, pending_timeout)
 
 
 def sweep(
@@ -153,39 +166,59 @@ def status(
     namespace: Namespace = None,
     kustomize_dir: KustomizeDir = None,
 ) -> None:
-    """Show one run's Job state (or all runs'): active/succeeded/failed pods and the final condition."""
-    from job.kube import cluster
+    """Show each run's state, active/succeeded/failed pods, and under it each pod and what keeps it from running."""
+    from job.kube import cluster, diagnose
 
     namespace = namespace or default_namespace(kustomize_dir)
     client = cluster.connect()
     jobs = (
         [cluster.read_job(client, namespace, run_id)] if run_id else cluster.list_jobs(client, namespace, APP_SELECTOR)
     )
+    if not jobs:
+        typer.echo(f"no runs in namespace {namespace}", err=True)
+        return
+    pods, events = cluster.list_pods(client, namespace, run_id), cluster.list_events(client, namespace)
     for job in jobs:
-        state = job.get("status") or {}
-        outcome = cluster.job_outcome(job) or ("Running" if state.get("active") else "Pending")
-        counts = " ".join(f"{key}={state.get(key, 0)}" for key in ("active", "succeeded", "failed"))
-        typer.echo(f"{job['metadata']['name']}\t{outcome}\t{counts}")
+        name, counts = job["metadata"]["name"], job.get("status") or {}
+        own = [pod for pod in pods if diagnose.pod_job(pod) == name]
+        numbers = " ".join(f"{key}={counts.get(key, 0)}" for key in ("active", "succeeded", "failed"))
+        typer.echo(f"{name}\t{diagnose.run_state(job, own)}\t{numbers}")
+        for line in diagnose.describe(job, own, events):
+            typer.echo(f"  {line}")
 
 
 def logs(
     run_id: RunId,
     namespace: Namespace = None,
     follow: Annotated[bool, typer.Option(help="Keep streaming until the Job finishes; exit with its outcome.")] = False,
+    tail: Annotated[int | None, typer.Option(min=0, help="Only the last N lines of each pod's log.")] = None,
+    previous: Annotated[
+        bool, typer.Option(help="The log of each pod's previous container (one restarted in place, CrashLoopBackOff).")
+    ] = False,
+    pending_timeout: PendingTimeout = PENDING_TIMEOUT_SECONDS,
     kustomize_dir: KustomizeDir = None,
 ) -> None:
-    """Print the logs of the run's pods (every attempt, oldest first)."""
-    from job.kube import cluster
+    """Print the logs of all the run's pods (every attempt, oldest first); `[pod] ` before each line of parallel pods."""
+    from job.kube import cluster, diagnose
+    from job.kube import follow as following
+    from job.kube.logs import LogPrinter
 
+    if previous and follow:
+        raise UsageError("--previous prints a container that has ended, which cannot be followed: drop --follow")
     namespace = namespace or default_namespace(kustomize_dir)
     client = cluster.connect()
     if follow:
-        cluster.follow(client, namespace, run_id)
+        following.follow(client, namespace, run_id, pending_timeout, tail)
         return
-    cluster.read_job(client, namespace, run_id)  # A clear "not found" before listing pods.
-    for pod in cluster.list_pods(client, namespace, run_id):
-        typer.echo(f"--- pod {pod['metadata']['name']} ---", err=True)
-        cluster.stream_logs(client, namespace, pod["metadata"]["name"], follow=False)
+    job = cluster.read_job(client, namespace, run_id)  # A clear "not found" before listing pods.
+    printer = LogPrinter(client, namespace, prefixed=diagnose.runs_in_parallel(job))
+    pods = cluster.list_pods(client, namespace, run_id)
+    if not pods:
+        printer.note(f"Job {run_id} has no pods (yet): python -m job status {run_id} says why")
+    for pod in pods:
+        if not printer.prefixed:
+            printer.note(f"--- pod {pod['metadata']['name']} ---")
+        printer.copy(pod["metadata"]["name"], follow=False, tail=tail, previous=previous)
 
 
 def delete(run_id: RunId, namespace: Namespace = None, kustomize_dir: KustomizeDir = None) -> None:

@@ -1,0 +1,91 @@
+"""Copy pods' train-container logs to stdout: whole lines, optionally each prefixed with its pod's name.
+
+A multi-worker run or a sweep has several pods writing at once, so `logs --follow` streams each in its own
+thread and writes whole lines under one lock: lines of two pods never mix. One pod's stream failing is one
+line on stderr naming the pod and the server's reason, and the others go on: a pod whose container never
+started answers 400, a pod already deleted 404, a pod on a node that went away 5xx or a broken connection.
+"""
+
+from __future__ import annotations
+
+import codecs
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from job.kube import cluster
+
+CHUNK_BYTES = 4096
+
+
+@dataclass
+class LogPrinter:
+    """Where and how log lines go: stdout, whole lines, `[pod] ` first when `prefixed`."""
+
+    api: Any
+    namespace: str
+    prefixed: bool
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def copy(self, pod: str, follow: bool, tail: int | None = None, previous: bool = False) -> bool:
+        """Copy one pod's log; False (after one line on stderr) when the server refused it or the stream broke."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        prefix = f"[{pod}] " if self.prefixed else ""
+        decoder, pending = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
+        try:
+            response = cluster.open_log(self.api, self.namespace, pod, follow, tail, previous)
+            try:
+                for chunk in response.stream(CHUNK_BYTES):
+                    *lines, pending = (pending + decoder.decode(chunk)).split("\n")
+                    self.write(prefix, lines)
+            finally:
+                response.release_conn()
+        except ApiException as error:
+            self.note(f"pod {pod}: no log ({error.status}): {cluster.status_message(error)[0]}")
+            return False
+        except HTTPError as error:
+            self.note(f"pod {pod}: log stream broken: {error}")
+            return False
+        finally:
+            self.write(prefix, [pending + decoder.decode(b"", final=True)] if pending else [])
+        return True
+
+    def write(self, prefix: str, lines: list[str]) -> None:
+        if lines:
+            with self.lock:
+                sys.stdout.write("".join(f"{prefix}{line}\n" for line in lines))
+                sys.stdout.flush()
+
+    def note(self, line: str) -> None:
+        """One line on stderr, between whole log lines."""
+        with self.lock:
+            print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class LogStreams:
+    """One following thread per started container, each started once (a restarted container gets a new one)."""
+
+    printer: LogPrinter
+    tail: int | None = None
+    threads: dict[tuple[str, int], threading.Thread] = field(default_factory=dict)
+
+    def start(self, pod: str, restarts: int) -> None:
+        key = (pod, restarts)
+        if key in self.threads:
+            return
+        # A container restarted in place (restartPolicy OnFailure) starts its log afresh: print all of it.
+        tail = self.tail if restarts == 0 else None
+        thread = threading.Thread(target=self.printer.copy, args=(pod, True, tail), daemon=True)
+        self.threads[key] = thread
+        thread.start()
+
+    def wait(self, seconds: float) -> None:
+        """Let the streams reach their end (the kubelet closes them when the containers exit), at most `seconds`."""
+        deadline = time.monotonic() + seconds
+        for thread in self.threads.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
