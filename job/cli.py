@@ -162,9 +162,13 @@ def train(
     point = sweep_point(os.environ, sweep_name=run_id or None)
     config = validate(dataclasses.replace(requested, **point) if point else requested)
     from job.faults import output_faults
-    from job.preflight import output_places, preflight
+    from job.preflight import finished_point, output_places, preflight
 
     with output_faults(output_places(config)):  # A full, read-only or vanished output: exit 4, one line.
+        done = finished_point(config) if point else None  # A resubmitted sweep skips the points it trained.
+        if done is not None:
+            typer.echo(done)
+            return
         prepared = preflight(config)  # Output, existing run, data and splits: checked before TensorFlow loads.
         try:
             stopping.raise_if_requested("before training started")

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from job import cluster_env, data, lease
-from job.artifacts import CONFIG, RunWriter, default_staging_root
+from job.artifacts import CONFIG, SUMMARY, RunWriter, default_staging_root
 from job.cluster_env import is_chief, resolve_tf_config
 from job.config import StrategyKind, TrainConfig
-from job.errors import UsageError
+from job.errors import OutputError, UsageError
 from job.lease import Lease
 from job.storage import is_gcs, open_store
 
@@ -93,16 +93,51 @@ def worker_count(config: TrainConfig) -> int:
 RESUME_KEYS = ("api", "loop", "batch_size", "learning_rate", "momentum", "seed", "validation_size")
 
 
+# A finished run is the same run only if it also trained as many epochs in the requested precision.
+FINISHED_KEYS = (*RESUME_KEYS, "epochs", "precision_requested")
+
+
+def changed_settings(previous: dict[str, object], current: dict[str, object], keys: tuple[str, ...]) -> str:
+    """'--learning-rate 0.1 → 0.05, ...' for the recorded settings that differ from this run's ('' if none)."""
+    return ", ".join(
+        f"--{key.removesuffix('_requested').replace('_', '-')} {previous[key]} → {current[key]}"
+        for key in keys
+        if key in previous and previous[key] != current[key]
+    )
+
+
 def check_resumable(writer: RunWriter, config: TrainConfig) -> None:
     """Refuse to continue an unfinished run with different settings (exit 2)."""
-    previous, current = writer.read_json(CONFIG) or {}, config.to_json()
-    changed = [key for key in RESUME_KEYS if key in previous and previous[key] != current[key]]
-    if changed:
-        differences = ", ".join(f"--{key.replace('_', '-')} {previous[key]} → {current[key]}" for key in changed)
+    differences = changed_settings(writer.read_json(CONFIG) or {}, config.to_json(), RESUME_KEYS)
+    if differences:
         raise UsageError(
             f"run {writer.url} is unfinished and was started with other settings ({differences}): "
             "rerun with its original flags to resume it, or pick a new --run-id"
         )
+
+
+def finished_point(config: TrainConfig) -> str | None:
+    """For a sweep point: the line saying its run already finished with these settings, or None to train it.
+
+    A resubmitted sweep finds the points it already trained; exiting 4 there would fail the index (FailIndex) and
+    the Job. Read-only: no lease, no staging, the run untouched. A finished run with other settings is still
+    refused (exit 4, naming them), and --overwrite replaces it as for any run.
+    """
+    writer = RunWriter(open_store(config.output), config.run_id)
+    summary = None if config.overwrite else writer.read_json(SUMMARY)
+    if summary is None:
+        return None
+    previous = writer.read_json(CONFIG)
+    current = {**config.to_json(), "precision_requested": config.precision.value}
+    differences = changed_settings(previous or {}, current, FINISHED_KEYS) if previous else f"no {CONFIG}"
+    if differences:
+        raise OutputError(
+            f"run {writer.url} already finished with other settings ({differences}): "
+            "give the sweep another name (--run-id) or pass --overwrite to replace it"
+        )
+    accuracy = summary.get("test_accuracy")
+    shown = f"{accuracy:.4f}" if isinstance(accuracy, (int, float)) else "unknown"
+    return f"run {writer.url} already finished with these settings (test accuracy {shown}): nothing to train"
 
 
 def check_splits(dataset: data.Cifar10, batch_size: int, validation_size: int) -> None:

@@ -1,21 +1,26 @@
 """Sweeps (job/sweep.py, `python -m job sweep`): the grid, the point each pod trains, and the Indexed Job.
 
 The Job is checked as `--dry-run` prints it and as the kmock API double receives it; no Job
-controller runs here, so nothing shows that a cluster starts one pod per index.
+controller runs here, so nothing shows that a cluster starts one pod per index. A point is trained
+for real once, to show that a resubmitted sweep skips the points it already finished.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from job import sweep
 from job.cli import main
 from job.errors import UsageError
 from job.kube import indexed, render
 from tests import kube_fixtures
+from tests.conftest import RunJob
+from tests.helpers import ROOT, TINY_TRAIN
 from tests.kube_fixtures import NAMESPACE, ApiDouble
 
 kube_api = kube_fixtures.kube_api
@@ -138,6 +143,32 @@ def test_parallelism_is_configurable_and_never_above_the_grid(capsys: pytest.Cap
     assert dry_run(["--learning-rate", GRID_3x2, "--parallelism", "10"], capsys)["spec"]["parallelism"] == 3
 
 
+def point_budget() -> int:
+    """One point's deadline: the base Job's activeDeadlineSeconds, the hard stop of one training run."""
+    base = yaml.safe_load((ROOT / "k8s" / "base" / "job.yaml").read_text())
+    return int(base["spec"]["activeDeadlineSeconds"])
+
+
+@pytest.mark.parametrize(
+    ("grid", "parallelism", "waves"),
+    [(GRID_3x2, None, 1), (GRID_3x2, "1", 3), (GRID_3x2, "2", 2), ("0.1,0.09,0.08,0.07,0.06,0.05", None, 2)],
+)
+def test_the_deadline_grows_with_the_waves_of_points(
+    grid: str, parallelism: str | None, waves: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """activeDeadlineSeconds covers the whole Job: one point's budget per ceil(points / parallelism)."""
+    job = dry_run(["--learning-rate", grid, *(["--parallelism", parallelism] if parallelism else [])], capsys)
+    assert job["spec"]["activeDeadlineSeconds"] == point_budget() * waves
+    assert "activeDeadlineSeconds" not in job["spec"]["template"]["spec"]  # No per-pod deadline (docs/scaleout.md).
+
+
+def test_the_sweep_overlay_applied_as_is_has_the_deadline_of_its_own_grid() -> None:
+    """`kubectl apply -k k8s/overlays/sweep` gets no resizing: its literal deadline must fit its own waves."""
+    (job,) = render.find(render.render(render.overlay_dir("sweep", None)), "Job")
+    spec = job["spec"]
+    assert spec["activeDeadlineSeconds"] == point_budget() * indexed.waves(spec["completions"], spec["parallelism"])
+
+
 def test_default_sweep_names_are_unique_and_say_sweep(capsys: pytest.CaptureFixture[str]) -> None:
     args = [argument for argument in SWEEP if argument not in ("--run-id", "lr-sweep")]
     names = set()
@@ -173,7 +204,41 @@ def test_sweep_creates_the_job_through_the_client(kube_api: ApiDouble, capsys: p
     assert request.url.path == f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
     assert request.data["metadata"]["labels"][indexed.LABEL_SWEEP] == "lr-sweep"
     assert request.data["spec"]["completions"] == 3 and request.data["spec"]["parallelism"] == 3
+    assert request.data["spec"]["activeDeadlineSeconds"] == point_budget()  # 3 points at once: one wave.
     assert env_of(request.data)["JOB_SWEEP"] == '[{"learning_rate":0.1},{"learning_rate":0.05},{"learning_rate":0.01}]'
     runs = " ".join(f"gs://test-bucket/runs/lr-sweep-{index}" for index in range(3))
     assert f"compare: python -m job compare {runs}\n" in out
     assert out.startswith(f"created Job lr-sweep in namespace {NAMESPACE}: 3 points, 3 at once\n")
+
+
+def test_a_resubmitted_sweep_point_that_already_finished_exits_0_and_trains_nothing(
+    run_job: RunJob, tiny_tarball: Path, tmp_path: Path
+) -> None:
+    """A resubmitted sweep: the finished point says so and exits 0 (not 4, which fails its index and the Job);
+    the same point with a changed setting is still refused, and a plain `train` on the finished run still exits 4."""
+    args = ["train", "--data", str(tiny_tarball), "--output", str(tmp_path), "--run-id", "grid", *TINY_TRAIN]
+    args[args.index("--epochs") + 1] = "1"
+    grid = '[{"learning_rate":0.02},{"learning_rate":0.01}]'
+    env = {"JOB_SWEEP": grid, "JOB_COMPLETION_INDEX": "1"}
+    first = run_job(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "grid-1"
+    files = {path: path.read_bytes() for path in sorted(run.rglob("*")) if path.is_file()}
+
+    again = run_job(*args, env=env)
+    assert (again.returncode, again.stderr) == (0, "")
+    assert again.stdout.startswith(f"run {run} already finished with these settings (test accuracy 0.")
+    assert again.stdout.endswith("): nothing to train\n") and again.stdout.count("\n") == 1
+    assert {path: path.read_bytes() for path in sorted(run.rglob("*")) if path.is_file()} == files  # Untouched.
+
+    changed = run_job(*args, env={**env, "JOB_SWEEP": '[{"learning_rate":0.02},{"learning_rate":0.05}]'})
+    assert changed.returncode == 4
+    assert changed.stderr == (
+        f"error: run {run} already finished with other settings (--learning-rate 0.01 → 0.05): "
+        "give the sweep another name (--run-id) or pass --overwrite to replace it\n"
+    )
+    plain_args = [*args, "--learning-rate", "0.01"]  # The last value wins: the point's own settings.
+    plain_args[plain_args.index("grid")] = "grid-1"
+    plain = run_job(*plain_args)
+    assert plain.returncode == 4 and "already finished (it has summary.json)" in plain.stderr
+    assert (run / "summary.json").read_bytes() == files[run / "summary.json"]

@@ -76,8 +76,19 @@ def rename_run_label(value: Any, old: str, new: str) -> Any:
     return value
 
 
+def waves(points: int, parallelism: int) -> int:
+    """How many rounds of `parallelism` pods at once it takes to train `points` points: ceil(points / parallelism)."""
+    return -(-points // parallelism)
+
+
 def make_sweep(job: Manifest, grid_json: str, size: int, parallelism: int) -> None:
-    """Size the overlay's Indexed Job for a grid of `size` points and hand every pod the grid."""
+    """Size the overlay's Indexed Job for a grid of `size` points and hand every pod the grid.
+
+    activeDeadlineSeconds covers the whole Job, so it grows with the grid: the overlay's Job carries the deadline
+    of its own waves of points, i.e. one point's budget (the base's 6 h) per wave; the sized Job gets that budget
+    times its own waves. Points trained `parallelism` at once, each within its budget, all finish within
+    budget × ceil(size / parallelism): a slot starts its next point as soon as one ends (docs/scaleout.md).
+    """
     if parallelism < 1:
         raise UsageError(f"--parallelism must be at least 1, got {parallelism}")
     spec = job["spec"]
@@ -85,9 +96,20 @@ def make_sweep(job: Manifest, grid_json: str, size: int, parallelism: int) -> No
         raise UsageError("the sweep overlay must render an Indexed Job (completionMode: Indexed)")
     name = job["metadata"]["name"]
     check_hostnames(name, size)
+    budget = point_budget(spec)
     spec["completions"], spec["parallelism"] = size, min(parallelism, size)
+    if budget is not None:
+        spec["activeDeadlineSeconds"] = budget * waves(size, spec["parallelism"])
     set_env(train_container(job), "JOB_SWEEP", grid_json)
     set_labels(job, {LABEL_SWEEP: name})
+
+
+def point_budget(spec: Manifest) -> int | None:
+    """One point's deadline in seconds: the rendered Job's deadline over its own waves (None: no deadline)."""
+    deadline = spec.get("activeDeadlineSeconds")
+    if deadline is None:
+        return None
+    return -(-int(deadline) // waves(int(spec["completions"]), int(spec["parallelism"])))
 
 
 def owned_by(document: Manifest, job: Manifest) -> Manifest:
