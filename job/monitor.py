@@ -2,12 +2,19 @@
 
 The loops differ only in how they compute a step; everything a run leaves behind goes through here, so
 `fit` and the GradientTape loop write identical metrics.jsonl, checkpoints and TensorBoard logs.
+
+TensorBoard gets Keras' own layout (keras.callbacks.TensorBoard): runs `train/` and `validation/` under the
+run's `tensorboard/`, tags `epoch_loss`, `epoch_accuracy` (so training and validation share one chart) and
+`batch_loss` every 100 steps, plus an HParams summary in `tensorboard/` itself, so a sweep read with
+`tensorboard --logdir gs://BUCKET/runs` shows in the HParams dashboard. The x axis is the training step
+for every scalar, epochs included (an epoch's values sit at the step it ended on).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
@@ -18,6 +25,25 @@ from job.checkpoints import Checkpointer
 from job.errors import DivergedError
 from job.progress import Reporter
 from job.stepping import LOG_EVERY_STEPS
+
+HParams = dict[str, bool | int | float | str]
+TRAIN, VALIDATION = "train", "validation"  # TensorBoard runs (sub-folders), as Keras names them.
+# Record key → (TensorBoard run, tag). `batch_loss` is the epoch's running mean, as Keras logs it; the custom
+# loop's loss of the single batch at that step is `single_batch_loss`.
+TENSORBOARD_TAGS: dict[str, dict[str, tuple[str, str]]] = {
+    "epoch": {
+        "loss": (TRAIN, "epoch_loss"),
+        "accuracy": (TRAIN, "epoch_accuracy"),
+        "val_loss": (VALIDATION, "epoch_loss"),
+        "val_accuracy": (VALIDATION, "epoch_accuracy"),
+        "images_per_second": (TRAIN, "epoch_images_per_second"),
+    },
+    "step": {
+        "loss": (TRAIN, "batch_loss"),
+        "batch_loss": (TRAIN, "single_batch_loss"),
+        "images_per_second": (TRAIN, "batch_images_per_second"),
+    },
+}
 
 
 class Monitor:
@@ -41,7 +67,9 @@ class Monitor:
         self.checkpoint_every_steps = checkpoint_every_steps
         self.save_on_stop = save_on_stop
         self.epoch_records: list[dict[str, Any]] = [r for r in writer.read_metrics() if r["kind"] == "epoch"]
-        self.tensorboard = tf.summary.create_file_writer(str(writer.path(TENSORBOARD)))
+        self.tensorboard = {
+            run: tf.summary.create_file_writer(str(writer.path(TENSORBOARD) / run)) for run in (TRAIN, VALIDATION)
+        }
         self._epoch_started = self._train_ended = time.monotonic()
         self._first_step = 0
 
@@ -122,12 +150,13 @@ class Monitor:
             )
 
     def _log(self, record: dict[str, Any]) -> None:
-        with self.tensorboard.as_default():
-            global_step = (record["epoch"] - 1) * self.steps_per_epoch + record.get("step", self.steps_per_epoch)
-            for key in ("loss", "batch_loss", "accuracy", "val_loss", "val_accuracy", "images_per_second"):
-                if key in record:
-                    tf.summary.scalar(f"{record['kind']}/{key}", record[key], step=global_step)
-        self.tensorboard.flush()
+        global_step = (record["epoch"] - 1) * self.steps_per_epoch + record.get("step", self.steps_per_epoch)
+        for key, (run, tag) in TENSORBOARD_TAGS[record["kind"]].items():
+            if key in record:
+                with self.tensorboard[run].as_default():
+                    tf.summary.scalar(tag, record[key], step=global_step)
+        for run_writer in self.tensorboard.values():
+            run_writer.flush()
         self.reporter.record(record, self.epochs, self.steps_per_epoch, self._eta(record))
 
     def _eta(self, record: dict[str, Any]) -> float | None:
@@ -137,3 +166,27 @@ class Monitor:
         done = (record["epoch"] - 1) * self.steps_per_epoch + record.get("step", self.steps_per_epoch)
         remaining_steps = self.epochs * self.steps_per_epoch - done
         return float(remaining_steps * self.batch_size / speed)
+
+
+def write_hparams(folder: Path, hparams: HParams, trial_id: str) -> None:
+    """The run's HParams summary and the experiment's layout (the same in every run of a sweep).
+
+    As TensorBoard's HParams guide writes them (hp.hparams_config, then hp.hparams per trial); the metrics
+    are the epoch scalars of the runs beside it (group = the TensorBoard run under this folder).
+    """
+    from tensorboard.plugins.hparams import api as hp
+
+    metrics = [
+        hp.Metric(tag, group=run, display_name=f"{run} {tag.removeprefix('epoch_')}")
+        for run, tag in (
+            (VALIDATION, "epoch_accuracy"),
+            (VALIDATION, "epoch_loss"),
+            (TRAIN, "epoch_accuracy"),
+            (TRAIN, "epoch_loss"),
+        )
+    ]
+    writer = tf.summary.create_file_writer(str(folder))
+    with writer.as_default():
+        hp.hparams_config(hparams=[hp.HParam(name) for name in hparams], metrics=metrics)
+        hp.hparams(hparams, trial_id=trial_id)
+    writer.close()

@@ -27,7 +27,7 @@ from job.distribute import Distribution, make_distribution, prepare_fit
 from job.errors import Interrupted, UsageError
 from job.loops import Evaluator, custom_loop, fit_loop
 from job.models import build_model
-from job.monitor import Monitor
+from job.monitor import HParams, Monitor, write_hparams
 from job.pipeline import make_splits
 from job.preflight import Prepared
 from job.progress import Reporter
@@ -128,6 +128,8 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
         config.checkpoint_every_steps if config.loop == Loop.custom else 0,
         save_on_stop=distribution.workers == 1,  # A lone stopping worker cannot join a collective save.
     )
+    if prepared.is_chief:
+        write_hparams(writer.path(TENSORBOARD), hparams_of(config, precision), trial_id=config.run_id)
     if distribution.kind != "none" and config.loop == Loop.fit:
         prepare_fit(model, dataset.image_size)
     if first_epoch < config.epochs:
@@ -157,6 +159,21 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
     stopping.raise_if_requested("after training, before publishing")
     test = Evaluator(model)(splits.test)
     return publish(writer, reporter, config, model, dataset.image_size, monitor, test, started)
+
+
+def hparams_of(config: TrainConfig, precision: str) -> HParams:
+    """What TensorBoard's HParams dashboard shows of a run: the settings a sweep varies or a comparison needs."""
+    return {
+        "api": config.api.value,
+        "loop": config.loop.value,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "momentum": config.momentum,
+        "seed": config.seed,
+        "validation_size": config.validation_size,
+        "precision": precision,
+    }
 
 
 VERTEX_DIRS = {TENSORBOARD: "AIP_TENSORBOARD_LOG_DIR", CHECKPOINTS: "AIP_CHECKPOINT_DIR"}

@@ -78,3 +78,20 @@ def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     }
     scalars |= {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
     return scalars
+
+
+def tensorboard_hparams(folder: Path) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """The HParams summary in `folder`, read with EventAccumulator and the plugin's own parsers:
+    (the run's hyper-parameters, the experiment's metric tags as "group/tag", the trial's session info)."""
+    from google.protobuf import json_format
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    accumulator = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    contents = accumulator.PluginTagToContent(metadata.PLUGIN_NAME)
+    session = metadata.parse_session_start_info_plugin_data(contents[metadata.SESSION_START_INFO_TAG])
+    experiment = metadata.parse_experiment_plugin_data(contents[metadata.EXPERIMENT_TAG])
+    hparams = {name: json_format.MessageToDict(value) for name, value in session.hparams.items()}
+    metrics = [f"{info.name.group}/{info.name.tag}" for info in experiment.metric_infos]
+    return hparams, metrics, {"group_name": session.group_name}

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, VARIANTS, RunJob
-from tests.helpers import TINY_TRAIN, epoch_records, tensorboard_scalars
+from tests.helpers import TINY_TRAIN, epoch_records, tensorboard_hparams, tensorboard_scalars
 
 EPOCH_KEYS = {"kind", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "images_per_second"}
 
@@ -33,7 +33,7 @@ def test_run_folder_has_the_full_layout(trained_runs: dict[str, Path], api: str,
     run = trained_runs[f"{api}-{loop}"]
     for name in ("config.json", "metrics.jsonl", "summary.json", "model.keras", "model/saved_model.pb"):
         assert (run / name).is_file(), name
-    assert any((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert all(any((run / "tensorboard" / folder).glob("events.out.tfevents.*")) for folder in ("train", "validation"))
     assert (run / "checkpoints" / "checkpoint").is_file()
 
     config = read_json(run / "config.json")
@@ -46,11 +46,22 @@ def test_run_folder_has_the_full_layout(trained_runs: dict[str, Path], api: str,
     epochs = epoch_records(run)
     assert [record["epoch"] for record in epochs] == [1, 2]
     assert all(set(record) >= EPOCH_KEYS for record in epochs)
-    # TensorBoard holds the same numbers as metrics.jsonl, at the step where each epoch ended.
-    scalars = tensorboard_scalars(run / "tensorboard")
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        expected = [(record["epoch"] * 10, pytest.approx(record[key], rel=1e-5)) for record in epochs]
-        assert scalars[f"epoch/{key}"] == expected, key
+    # TensorBoard holds the same numbers as metrics.jsonl, at the step where each epoch ended, in Keras' layout:
+    # runs train/ and validation/ with the same tags, so each chart draws training and validation together.
+    runs = {folder: tensorboard_scalars(run / "tensorboard" / folder) for folder in ("train", "validation")}
+    for folder, prefix in (("train", ""), ("validation", "val_")):
+        for tag in ("epoch_loss", "epoch_accuracy"):
+            key = prefix + tag.removeprefix("epoch_")
+            expected = [(record["epoch"] * 10, pytest.approx(record[key], rel=1e-5)) for record in epochs]
+            assert runs[folder][tag] == expected, (folder, tag)
+    hparams, metrics, session = tensorboard_hparams(run / "tensorboard")
+    assert {name: hparams[name] for name in ("api", "loop", "batch_size", "seed", "precision")} == {
+        "api": api, "loop": loop, "batch_size": 50.0, "seed": 7.0, "precision": "float32"
+    }  # fmt: skip
+    assert hparams["learning_rate"] == pytest.approx(0.02)
+    assert set(metrics) >= {"validation/epoch_accuracy", "validation/epoch_loss", "train/epoch_loss"}
+    assert session["group_name"] == run.name  # The trial id: a retried pod adds to the same trial.
+
 
     summary = read_json(run / "summary.json")
     assert summary["parameters"] == 1_070_794
