@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from job import errors, stopping
+from job import errors, progress, stopping
 from job.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
@@ -191,27 +191,48 @@ def one_line(message: str) -> str:
     return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
+def json_lines_requested(argv: list[str]) -> bool:
+    """`train --log-format json` (or JOB_LOG_FORMAT=json), read before typer parses: its error lines are JSON
+    too, including a usage error typer reports before `train` runs."""
+    if not argv or argv[0] != "train":
+        return False
+    value = os.environ.get("JOB_LOG_FORMAT", "")
+    for index, arg in enumerate(argv):
+        if arg == "--log-format" and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif arg.startswith("--log-format="):
+            value = arg.split("=", 1)[1]
+    return value == LogFormat.json.value
+
+
+def fail(line: str, exit_code: int) -> int:
+    """Print the one error line (JSON with severity under --log-format json) and return its exit code.
+
+    An interruption (75) is WARNING: the run saved its state and the Job retries it without counting it.
+    """
+    severity = progress.WARNING if exit_code == errors.EXIT_INTERRUPTED else progress.ERROR
+    progress.stderr_line(line, severity, exit_code=exit_code)
+    return exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and map every failure to the exit-code contract with one line on stderr."""
+    progress.use_json_lines(json_lines_requested(sys.argv[1:] if argv is None else argv))
     try:
         result = app(args=argv, prog_name="python -m job", standalone_mode=False)
     except typer.TyperException as error:  # Typer's own usage errors: unknown flag, bad choice, bad number.
         context = getattr(error, "ctx", None)
         command = context.command_path if context is not None else "python -m job"
-        print(f"error: {error.format_message()} (see {command} --help)", file=sys.stderr)
-        return errors.EXIT_USAGE
+        return fail(f"error: {error.format_message()} (see {command} --help)", errors.EXIT_USAGE)
     except typer.Abort:
-        print("error: aborted", file=sys.stderr)
-        return errors.EXIT_INTERRUPTED
+        return fail("error: aborted", errors.EXIT_INTERRUPTED)
     except KeyboardInterrupt:  # A second Ctrl-C (job.stopping): stopped without saving the current position.
-        print(
+        return fail(
             "error: interrupted twice: stopped at once; rerun the same command to resume from the last checkpoint",
-            file=sys.stderr,
+            errors.EXIT_INTERRUPTED,
         )
-        return errors.EXIT_INTERRUPTED
     except errors.JobError as error:
-        print(f"error: {one_line(str(error))}", file=sys.stderr)
-        return error.exit_code
+        return fail(f"error: {one_line(str(error))}", error.exit_code)
     return result if isinstance(result, int) else errors.EXIT_OK
 
 

@@ -23,12 +23,12 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from job import progress
 from job.errors import EXIT_OUTPUT, OutputError, UsageError
 from job.storage import is_gcs, parse_gcs_url
 
@@ -205,7 +205,8 @@ class GcsLease:
 
     def _lost(self, why: str) -> None:
         """Another writer may now own the run: stop writing at once rather than corrupt it."""
-        print(f"error: lost the lease {self.url}: {why}; stopping without writing more", file=sys.stderr, flush=True)
+        line = f"error: lost the lease {self.url}: {why}; stopping without writing more"
+        progress.stderr_line(line, exit_code=EXIT_OUTPUT)
         os._exit(EXIT_OUTPUT)
 
     def release(self) -> None:

@@ -3,6 +3,11 @@
 No carriage-return progress bars in a pod: `kubectl logs` shows every line, so each one must stand alone.
 On a terminal (stdout is a TTY, TERM is not "dumb", --log-format text) the step lines become one live
 bar, redrawn in place, and every epoch line stays on screen.
+
+With --log-format json every line, on stdout and stderr alike, is one JSON object carrying `severity` and
+`message`, the fields Cloud Logging's agents classify and display an entry by (https://cloud.google.com/
+logging/docs/structured-logging); without them GKE files stdout as INFO and stderr as ERROR. `message` is
+the line text mode would print; the other keys land in the entry's jsonPayload.
 """
 
 from __future__ import annotations
@@ -12,6 +17,26 @@ import os
 import sys
 import time
 from typing import Any, TextIO
+
+INFO, WARNING, ERROR = "INFO", "WARNING", "ERROR"  # Cloud Logging LogSeverity names.
+_json_lines = False  # Set once per process by the CLI (use_json_lines), read by stderr_line.
+
+
+def json_line(severity: str, message: str, **fields: Any) -> str:
+    """One structured log entry: severity, message, the time (Unix seconds) and any other fields."""
+    return json.dumps({**fields, "severity": severity, "message": message, "time": time.time()}, sort_keys=True)
+
+
+def use_json_lines(enabled: bool) -> None:
+    """Make stderr_line print JSON (--log-format json), for the lines written outside a Reporter."""
+    global _json_lines
+    _json_lines = enabled
+
+
+def stderr_line(line: str, severity: str = ERROR, **fields: Any) -> None:
+    """An error or notice on stderr: `line` as it is in text mode; in JSON, its text (less "error: ") as message."""
+    text = json_line(severity, line.removeprefix("error: "), **fields) if _json_lines else line
+    print(text, file=sys.stderr, flush=True)
 
 
 def format_duration(seconds: float) -> str:
@@ -44,24 +69,26 @@ class Reporter:
 
     def event(self, message: str, **fields: Any) -> None:
         """A free-form event (start, resume, publish)."""
-        if self.json:
-            self._write(json.dumps({"event": message, "time": time.time(), **fields}, sort_keys=True))
-        else:
-            details = " ".join(f"{key}={value}" for key, value in fields.items())
-            self._write(f"{message} {details}".rstrip())
+        details = " ".join(f"{key}={value}" for key, value in fields.items())
+        line = f"{message} {details}".rstrip()
+        self._write(json_line(INFO, line, event=message, **fields) if self.json else line)
 
     def warning(self, message: str) -> None:
         """Something went wrong that does not stop the run (a plot could not be drawn)."""
-        if self.json:
-            self._write(json.dumps({"event": "warning", "time": time.time(), "message": message}, sort_keys=True))
-        else:
-            self._write(f"warning: {message}")
+        self._write(json_line(WARNING, message, event="warning") if self.json else f"warning: {message}")
 
     def record(self, record: dict[str, Any], epochs: int, steps_per_epoch: int, eta_seconds: float | None) -> None:
+        line = self._format(record, epochs, steps_per_epoch, eta_seconds)
         if self.json:
-            event = {"event": record["kind"], "time": time.time(), **record, "eta_seconds": eta_seconds}
-            self._write(json.dumps(event, sort_keys=True))
-            return
+            self._write(json_line(INFO, line, event=record["kind"], **record, eta_seconds=eta_seconds))
+        elif self.live and record["kind"] == "step":
+            self._draw(f"{progress_bar(record['step'], steps_per_epoch)} {line}")
+        else:
+            self._write(line)
+
+    @staticmethod
+    def _format(record: dict[str, Any], epochs: int, steps_per_epoch: int, eta_seconds: float | None) -> str:
+        """The text line of a step or epoch record."""
         where = f"epoch {record['epoch']}/{epochs}"
         if record["kind"] == "step":
             where += f" step {record['step']}/{steps_per_epoch}"
@@ -72,11 +99,7 @@ class Reporter:
         )
         speed = f" {record['images_per_second']:.0f} images/s" if record.get("images_per_second") else ""
         eta = f" eta {format_duration(eta_seconds)}" if eta_seconds is not None else ""
-        line = f"{where} {numbers}{speed}{eta}"
-        if self.live and record["kind"] == "step":
-            self._draw(f"{progress_bar(record['step'], steps_per_epoch)} {line}")
-        else:
-            self._write(line)
+        return f"{where} {numbers}{speed}{eta}"
 
     def _draw(self, line: str) -> None:
         """Replace the bar line in place: carriage return, the line, then clear what is left of the old one."""

@@ -56,7 +56,13 @@ def test_json_lines_never_draw_a_bar_even_on_a_terminal() -> None:
     reporter.warning("skipped model diagram")
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["event"] == "step" and first["step"] == 100 and first["eta_seconds"] == 65
+    # Cloud Logging's fields: severity, and as message the line text mode prints.
+    assert (
+        first["severity"] == "INFO"
+        and first["message"] == "epoch 1/2 step 100/200 loss 1.5000 1234 images/s eta 0:01:05"
+    )
     assert second["event"] == "warning" and second["message"] == "skipped model diagram"
+    assert second["severity"] == "WARNING"
 
 
 def test_a_dumb_terminal_gets_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
