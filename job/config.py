@@ -128,6 +128,13 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise UsageError(
             f"--checkpoint-every-steps must be 0 (epoch ends only) or more, got {config.checkpoint_every_steps}"
         )
+    if config.checkpoint_every_steps and config.loop == Loop.fit:
+        # fit resumes at epoch boundaries (job.train), so a mid-epoch checkpoint could only be ignored or, worse,
+        # resumed as if its epoch had ended: refuse it rather than let a user count on it.
+        raise UsageError(
+            f"--checkpoint-every-steps/JOB_CHECKPOINT_EVERY_STEPS {config.checkpoint_every_steps} needs --loop custom: "
+            "fit checkpoints at the end of every epoch only; drop it (0) or train with --loop custom"
+        )
     if config.steps_per_execution < 0:
         raise UsageError(f"--steps-per-execution must be 0 (auto) or more, got {config.steps_per_execution}")
     if config.run_id and (not RUN_ID.match(config.run_id) or ".." in config.run_id):
