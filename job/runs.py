@@ -1,6 +1,7 @@
 """`python -m job runs list|show`: browse run folders, local or gs://, without importing TensorFlow.
 
     python -m job runs list gs://my-bucket/runs
+    python -m job runs list              # $JOB_OUTPUT, else ./runs: where `train` writes by default
     python -m job runs show gs://my-bucket/runs/symbolic-fit-20261126T153000Z-3f9a --json
 
 A run is complete exactly when its summary.json exists (the trainer publishes it last, create-only);
@@ -19,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from job.artifacts import CONFIG, METRICS, SUMMARY, metric_records
+from job.config import DEFAULT_OUTPUT
 from job.errors import OutputError
 from job.storage import Store, is_gcs, open_store
 
@@ -129,10 +131,16 @@ def format_number(value: Any, digits: int = 4) -> str:
 
 
 def list_runs(
-    location: Annotated[str, typer.Argument(help="A local runs folder or gs://BUCKET/PREFIX (what --output was).")],
+    location: Annotated[
+        str,
+        typer.Argument(
+            envvar="JOB_OUTPUT",
+            help=f"A local runs folder or gs://BUCKET/PREFIX (what --output was; default: $JOB_OUTPUT, else {DEFAULT_OUTPUT}).",
+        ),
+    ] = DEFAULT_OUTPUT,
     json_output: JsonOption = False,
 ) -> None:
-    """List the runs under LOCATION: complete or incomplete, variant, epochs done, test accuracy."""
+    """List the runs under LOCATION (default: where `train` writes): complete or incomplete, epochs, test accuracy."""
     runs = find_runs(location)
     if json_output:
         typer.echo(json.dumps([run.overview() for run in runs], indent=2))

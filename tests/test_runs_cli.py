@@ -145,3 +145,21 @@ def test_runs_commands_never_import_tensorflow(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "symbolic-fit-1" in result.stdout  # The listing really ran...
     assert result.stdout.splitlines()[-1] == "False", result.stderr  # ...without TensorFlow.
+
+
+def test_list_without_a_location_lists_the_default_output(tmp_path: Path) -> None:
+    """Where `train` writes without --output: $JOB_OUTPUT if set, else ./runs."""
+    write_run(str(tmp_path / "runs"), "symbolic-fit-1", api="symbolic", loop="fit", epochs_done=5, complete=True)
+    write_run(
+        str(tmp_path / "elsewhere"), "imperative-fit-2", api="imperative", loop="fit", epochs_done=1, complete=False
+    )
+    env = {key: value for key, value in os.environ.items() if key != "JOB_OUTPUT"} | {"PYTHONPATH": str(REPO)}
+
+    def listed(extra: dict[str, str]) -> list[str]:
+        command = [sys.executable, "-m", "job", "runs", "list", "--json"]
+        result = subprocess.run(command, cwd=tmp_path, env=env | extra, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return [run["run_id"] for run in json.loads(result.stdout)]
+
+    assert listed({}) == ["symbolic-fit-1"]
+    assert listed({"JOB_OUTPUT": str(tmp_path / "elsewhere")}) == ["imperative-fit-2"]
