@@ -114,6 +114,7 @@ def submit(
     for document in [job, *objects]:
         typer.echo(f"created {document['kind']} {name} in namespace {namespace}")
     typer.echo(f"results: {render.output_location(job)}")
+    typer.echo(f"tensorboard: tensorboard --logdir {render.output_location(job)}")
     typer.echo(f"follow:  python -m job logs {name} --namespace {namespace} --follow")
     if follow:
         following.follow(client, namespace, name, pending_timeout)
