@@ -131,12 +131,20 @@ def train(
             help="Training steps per call into TensorFlow (0: auto = 10, aligned to logs and checkpoints).",
         ),
     ] = 0,
+    model_version: Annotated[
+        int | None,
+        typer.Option(
+            envvar="JOB_MODEL_VERSION",
+            help="Export the SavedModel to model/N/, TF Serving's layout (default 1; on Vertex AI: AIP_MODEL_DIR).",
+        ),
+    ] = None,
 ) -> None:
     """Train one model style with one loop and write a run folder (config, metrics, model, summary)."""
     from job.config import resolve_output, validate
     from job.sweep import sweep_point
 
     stopping.install()  # First: a stop request from here on is honoured at the next safe point.
+    output, run_id, version = resolve_output(output, run_id, model_version)  # Vertex AI's AIP_* decide there.
     requested = TrainConfig(
         api=api,
         loop=loop,
@@ -147,7 +155,7 @@ def train(
         seed=seed,
         validation_size=validation_size,
         data=data,
-        output=resolve_output(output),
+        output=output,
         run_id=run_id,
         overwrite=overwrite,
         require_gpu=require_gpu,
@@ -157,6 +165,7 @@ def train(
         checkpoint_every_steps=checkpoint_every_steps,
         strategy=strategy,
         steps_per_execution=steps_per_execution,
+        model_version=version,
     )
     # In a sweep's Indexed Job each pod trains one grid point into its own run: <sweep name>-<index>.
     point = sweep_point(os.environ, sweep_name=run_id or None)

@@ -64,6 +64,7 @@ DEFAULT_MOMENTUM = 0.9
 DEFAULT_VALIDATION_SIZE = 500  # validation = test[:500], test = test[500:].
 DEFAULT_SEED = 42  # Fixed, so a retried pod reshuffles exactly as the first attempt did.
 DEFAULT_OUTPUT = "runs"
+DEFAULT_MODEL_VERSION = 1  # TF Serving loads <model_base_path>/<version>/; a run exports one version.
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -89,21 +90,45 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # 0: checkpoint at the end of every epoch only.
     strategy: StrategyKind = StrategyKind.auto
     steps_per_execution: int = 0  # 0: auto (job.stepping); a speed setting only, results do not depend on it.
+    model_version: int | None = DEFAULT_MODEL_VERSION  # None: the SavedModel is model/ itself (Vertex AI).
 
     def to_json(self) -> dict[str, object]:
         """Plain JSON values, enums as their names."""
         return {key: value.value if isinstance(value, Enum) else value for key, value in asdict(self).items()}
 
 
-def resolve_output(output: str | None) -> str:
-    """--output/$JOB_OUTPUT, else Vertex AI's $AIP_MODEL_DIR, else ./runs; both given is a conflict."""
-    vertex_model_dir = os.environ.get("AIP_MODEL_DIR")
-    if output and vertex_model_dir:
+def resolve_output(
+    output: str | None, run_id: str = "", model_version: int | None = None
+) -> tuple[str, str, int | None]:
+    """(output, run id, model version) from the flags, or on Vertex AI from its AIP_* variables (job.vertex).
+
+    On Vertex the run folder is the job's base output directory and the SavedModel goes into AIP_MODEL_DIR
+    itself (model version None: no version folder), so --output, another --run-id or --model-version conflict.
+    Elsewhere the SavedModel goes to model/<version>/, TF Serving's layout (default version 1).
+    """
+    from job import vertex
+
+    model_dir = os.environ.get(vertex.MODEL_DIR, "").strip()
+    if output and model_dir:
         raise UsageError(
-            f"both --output/JOB_OUTPUT ({output}) and AIP_MODEL_DIR ({vertex_model_dir}) are set: "
+            f"both --output/JOB_OUTPUT ({output}) and AIP_MODEL_DIR ({model_dir}) are set: "
             "drop --output to write where Vertex AI asks, or unset AIP_MODEL_DIR"
         )
-    return output or vertex_model_dir or DEFAULT_OUTPUT
+    place = vertex.placement(os.environ)
+    if place is None:
+        return output or DEFAULT_OUTPUT, run_id, DEFAULT_MODEL_VERSION if model_version is None else model_version
+    where = f"{vertex.MODEL_DIR}={model_dir}"
+    if run_id and run_id != place.run_id:
+        raise UsageError(
+            f"--run-id {run_id} differs from the run folder {where} implies ({place.base}, run id {place.run_id}): "
+            "on Vertex AI the run folder is the job's base output directory; drop --run-id"
+        )
+    if model_version is not None:
+        raise UsageError(
+            f"--model-version {model_version} is set, but on Vertex AI the SavedModel goes into {where} itself "
+            "(Vertex reads saved_model.pb there, without a version folder): drop --model-version"
+        )
+    return place.output, place.run_id, None
 
 
 def default_run_id(api: Api, loop: Loop) -> str:
@@ -141,6 +166,10 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise UsageError(
             f"--run-id {config.run_id!r} is not a valid run id: use letters, digits, '.', '_' and '-' "
             "(no '/', no '..', at most 100 characters)"
+        )
+    if config.model_version is not None and config.model_version < 1:
+        raise UsageError(
+            f"--model-version must be at least 1 (TF Serving's version folders), got {config.model_version}"
         )
     check_output_location(config.output)
     if config.data is not None:

@@ -11,7 +11,8 @@ metrics.jsonl holding every epoch twice. The second one now exits 4 at once, nam
   generation it wrote last; a holder killed with -9 stops renewing, and its lease expires
   $JOB_LEASE_SECONDS (default 60) after the last renewal, measured on the server's clock. A pod of the same
   Kubernetes Job (same controller uid) is the holder's successor, never a second writer (the Job controller
-  starts a replacement only once a pod has failed), so it takes over at once.
+  starts a replacement only once a pod has failed), so it takes over at once; so is a restarted replica of
+  the same Vertex AI CustomJob (same CLOUD_ML_JOB_ID).
 Both sit beside the run folder, not in it, so `--overwrite` can empty the folder while holding the lease.
 """
 
@@ -58,9 +59,20 @@ def owner() -> dict[str, Any]:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "pod": os.environ.get("POD_NAME", ""),
-        "job_uid": os.environ.get("JOB_CONTROLLER_UID", ""),
+        "job_uid": job_uid(),
         "since": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def job_uid() -> str:
+    """What every attempt of one job shares: the Kubernetes Job's controller uid, or the Vertex AI CustomJob's id.
+
+    A restarted Vertex replica (preempted VM, worker restart) is its predecessor's successor, like a retried pod.
+    """
+    if os.environ.get("JOB_CONTROLLER_UID"):
+        return os.environ["JOB_CONTROLLER_UID"]
+    vertex_job = os.environ.get("CLOUD_ML_JOB_ID", "").strip()
+    return f"vertex-ai/{vertex_job}" if vertex_job else ""
 
 
 def describe(holder: dict[str, Any]) -> str:

@@ -43,14 +43,24 @@ def is_gcs(location: str) -> bool:
 
 
 def parse_gcs_url(url: str) -> tuple[str, str]:
-    """Split gs://bucket/some/prefix into (bucket, "some/prefix"); reject malformed URLs."""
-    match = GCS_URL.match(url)
+    """Split gs://bucket/some/prefix into (bucket, "some/prefix"); reject malformed URLs.
+
+    Every form people and Vertex AI write is accepted: gs://BUCKET, gs://BUCKET/, gs://BUCKET/PREFIX and
+    gs://BUCKET/PREFIX/ (Vertex sets AIP_MODEL_DIR to <baseOutputDirectory>/model/). Empty segments
+    (gs://BUCKET//PREFIX) are dropped: an object name never gets a doubled slash.
+    """
+    match = GCS_URL.match(url.strip())
     if not match:
         raise UsageError(
-            f"malformed Cloud Storage URL {url!r}: use gs://BUCKET/PREFIX "
+            f"malformed Cloud Storage URL {url!r}: use gs://BUCKET or gs://BUCKET/PREFIX "
             "(bucket names are 3-222 lowercase letters, digits, '.', '-' or '_')"
         )
-    return match["bucket"], (match["prefix"] or "").strip("/")
+    return match["bucket"], "/".join(segment for segment in (match["prefix"] or "").split("/") if segment)
+
+
+def gcs_url(bucket: str, prefix: str) -> str:
+    """The one spelling of a location: gs://bucket or gs://bucket/prefix, no trailing slash."""
+    return f"gs://{bucket}/{prefix}".rstrip("/")
 
 
 def check_output_location(location: str) -> None:

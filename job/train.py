@@ -7,6 +7,7 @@ model and `summary.json` once, at the very end.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -19,12 +20,13 @@ import keras
 import tensorflow as tf
 
 from job import devices as devices_module
-from job import hypertune, plots, stepping, stopping
+from job import hypertune, model_card, plots, stepping, stopping
 from job.artifacts import CHECKPOINTS, CONFIG, KERAS_MODEL, SAVED_MODEL, TENSORBOARD, RunWriter
 from job.checkpoints import Checkpointer, Restored
 from job.config import Loop, TrainConfig
 from job.distribute import Distribution, make_distribution, prepare_fit
 from job.errors import Interrupted, UsageError
+from job.faults import write_atomically
 from job.loops import Evaluator, custom_loop, fit_loop
 from job.models import build_model
 from job.monitor import HParams, Monitor, write_hparams
@@ -176,13 +178,14 @@ def hparams_of(config: TrainConfig, precision: str) -> HParams:
     }
 
 
-VERTEX_DIRS = {TENSORBOARD: "AIP_TENSORBOARD_LOG_DIR", CHECKPOINTS: "AIP_CHECKPOINT_DIR"}
+VERTEX_DIRS = {TENSORBOARD: "AIP_TENSORBOARD_LOG_DIR"}
 
 
 def mirror_to_vertex_dirs(writer: RunWriter) -> None:
-    """On Vertex AI, also sync TensorBoard logs and checkpoints where the platform looks for them.
+    """On Vertex AI, also sync the TensorBoard logs to AIP_TENSORBOARD_LOG_DIR (<base>/logs/), where it reads them.
 
-    The run folder (under AIP_MODEL_DIR) stays the one the job resumes from; these are copies.
+    Checkpoints need no copy: the run folder is the base output directory, so its checkpoints/ is
+    AIP_CHECKPOINT_DIR itself, and a restarted replica resumes from it (job.vertex).
     """
     for name, variable in VERTEX_DIRS.items():
         if os.environ.get(variable):
@@ -295,8 +298,9 @@ def publish(
     started: float,
 ) -> dict[str, Any]:
     """Export the model, upload it, then write summary.json last; on failure the local copy stays."""
-    signature = [tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="image")]
-    model.export(str(writer.path(SAVED_MODEL)), format="tf_saved_model", input_signature=signature, verbose=False)
+    signature = [tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name=model_card.INPUT_NAME)]
+    exported = writer.path(SAVED_MODEL) / model_card.saved_model_path(config.model_version)
+    model.export(str(exported), format="tf_saved_model", input_signature=signature, verbose=False)
     stopping.raise_if_requested("while publishing")
     model.save(writer.path(KERAS_MODEL))
     plots.write_run_plots(writer.staging, model, reporter)  # Warns on failure; stops on request.
@@ -316,6 +320,7 @@ def publish(
         "wall_seconds": time.monotonic() - started,
         "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    write_model_card(writer, config, image_size, summary)
     for name in (TENSORBOARD, SAVED_MODEL, KERAS_MODEL, plots.FOLDER):
         stopping.raise_if_requested("while publishing")
         writer.publish_file(name)
@@ -327,3 +332,12 @@ def publish(
     writer.cleanup_staging()
     reporter.event("finished", run=writer.url, test_accuracy=f"{test['accuracy']:.4f}", test_loss=f"{test['loss']:.4f}")
     return summary
+
+
+def write_model_card(writer: RunWriter, config: TrainConfig, image_size: int, summary: dict[str, Any]) -> None:
+    """model_card.json and README.md beside the SavedModel: its signature, classes and the run it came from."""
+    run = {key: summary[key] for key in ("run_id", "api", "loop", "epochs", "test_accuracy", "completed_at")}
+    card = model_card.build_card(config.model_version, image_size, run)
+    writer.path(SAVED_MODEL).mkdir(parents=True, exist_ok=True)
+    write_atomically(writer.path(SAVED_MODEL) / model_card.CARD, (json.dumps(card, indent=2) + "\n").encode())
+    write_atomically(writer.path(SAVED_MODEL) / model_card.README, model_card.render_readme(card).encode())

@@ -341,6 +341,6 @@ def test_a_kill_9_at_a_random_moment_of_a_gcs_publish_never_leaves_a_run_that_lo
         retried = run_job(*args, env={**pod, "JOB_STAGING_DIR": str(tmp_path / "2")})
         assert retried.returncode == 0, retried.stderr
     store.download_tree("", tmp_path / "run")
-    for published in ("model/saved_model.pb", "model.keras", "plots/learning_curves.png", "tensorboard"):
+    for published in ("model/1/saved_model.pb", "model.keras", "plots/learning_curves.png", "tensorboard"):
         assert (tmp_path / "run" / published).exists(), published
     assert_finished_like(tmp_path / "run", reference)

@@ -26,7 +26,7 @@ def test_train_from_and_to_gcs_publishes_the_whole_run(
     assert result.returncode == 0, result.stderr
 
     keys = GcsStore(gcs_bucket, "runs/r1").list_keys()
-    for expected in ("config.json", "metrics.jsonl", "summary.json", "model.keras", "model/saved_model.pb"):
+    for expected in ("config.json", "metrics.jsonl", "summary.json", "model.keras", "model/1/saved_model.pb"):
         assert expected in keys, keys
     assert any(key.startswith("tensorboard/") for key in keys) and any(key.startswith("checkpoints/") for key in keys)
     assert (tmp_path / "cache" / "gcs" / gcs_bucket / "data" / "cifar-10-python.tar.gz").is_file()

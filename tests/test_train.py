@@ -31,7 +31,7 @@ def read_json(path: Path) -> dict[str, Any]:
 @pytest.mark.parametrize(("api", "loop"), VARIANTS)
 def test_run_folder_has_the_full_layout(trained_runs: dict[str, Path], api: str, loop: str) -> None:
     run = trained_runs[f"{api}-{loop}"]
-    for name in ("config.json", "metrics.jsonl", "summary.json", "model.keras", "model/saved_model.pb"):
+    for name in ("config.json", "metrics.jsonl", "summary.json", "model.keras", "model/1/saved_model.pb"):
         assert (run / name).is_file(), name
     assert all(any((run / "tensorboard" / folder).glob("events.out.tfevents.*")) for folder in ("train", "validation"))
     assert (run / "checkpoints" / "checkpoint").is_file()
@@ -91,7 +91,7 @@ import job.models  # Registers the ConvNet class for .keras loading.
 run = sys.argv[1]
 images = np.random.default_rng(3).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
 trained = keras.saving.load_model(run + "/model.keras")
-served = tf.saved_model.load(run + "/model")
+served = tf.saved_model.load(run + "/model/1")
 serving = served.signatures["serving_default"]
 output = list(serving(image=tf.constant(images)).values())[0].numpy()
 spec = serving.structured_input_signature[1]["image"]

@@ -111,7 +111,7 @@ def test_a_cpu_run_like_make_docker_run_writes_a_complete_run_owned_by_the_calle
     running = Running(docker_run_command(docker, str(out), data_dir, "cpu"))
     assert running.wait() == 0, running.text()
     run_dir = out / "cpu"
-    for name in ("config.json", "metrics.jsonl", "summary.json", "model.keras", "model/saved_model.pb",
+    for name in ("config.json", "metrics.jsonl", "summary.json", "model.keras", "model/1/saved_model.pb",
                  "checkpoints/checkpoint", "plots/model.png", "plots/learning_curves.png"):  # fmt: skip
         assert (run_dir / name).is_file(), (name, running.text())
     assert epochs_recorded(run_dir) == [1, 2]
@@ -141,7 +141,7 @@ def test_a_cpu_run_writes_to_cloud_storage_on_the_host(
     assert running.wait() == 0, running.text()
     store = GcsStore(gcs_bucket, "runs/gcs")
     keys = store.list_keys()
-    assert {"config.json", "metrics.jsonl", "summary.json", "model.keras", "model/saved_model.pb"} <= set(keys), keys
+    assert {"config.json", "metrics.jsonl", "summary.json", "model.keras", "model/1/saved_model.pb"} <= set(keys), keys
     summary = json.loads(store.read_bytes("summary.json") or b"{}")
     assert summary["epochs"] == 2 and summary["run_id"] == "gcs"
 

@@ -1,0 +1,88 @@
+"""Vertex AI custom training: where its AIP_* variables put a run, and the run id a restarted replica keeps.
+
+With a job's `baseOutputDirectory` set, Vertex AI starts every replica with (CustomJobSpec reference):
+
+    AIP_MODEL_DIR           = <baseOutputDirectory>/model/        (a tuning trial: <base>/<trial id>/model/)
+    AIP_CHECKPOINT_DIR      = <baseOutputDirectory>/checkpoints/
+    AIP_TENSORBOARD_LOG_DIR = <baseOutputDirectory>/logs/
+    CLOUD_ML_JOB_ID         = the CustomJob's id (the same for every replica and every restart)
+
+and uploading the model reads the SavedModel directly from AIP_MODEL_DIR. So on Vertex the run folder *is*
+the base output directory: `model/` is AIP_MODEL_DIR (the SavedModel itself, no version folder),
+`checkpoints/` is AIP_CHECKPOINT_DIR (the job resumes from it), and config.json, metrics.jsonl, summary.json
+sit beside them. In the job's terms that is --output = the base's parent and --run-id = the base's name:
+both follow from the variables alone, so a restarted replica finds and resumes its own run. Nothing here
+imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from job.errors import UsageError
+from job.storage import check_output_location, gcs_url, is_gcs, parse_gcs_url
+
+MODEL_DIR = "AIP_MODEL_DIR"
+CHECKPOINT_DIR = "AIP_CHECKPOINT_DIR"
+TENSORBOARD_DIR = "AIP_TENSORBOARD_LOG_DIR"
+JOB_ID = "CLOUD_ML_JOB_ID"
+MODEL_FOLDER = "model"  # Equals job.artifacts.SAVED_MODEL (kept apart: artifacts imports more than --help needs).
+CHECKPOINTS_FOLDER = "checkpoints"
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # Equals job.config.RUN_ID.
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a Vertex AI replica's run goes: <output>/<run_id>/ is the base output directory."""
+
+    output: str
+    run_id: str
+    job_id: str  # CLOUD_ML_JOB_ID, or "" when it is not set.
+
+    @property
+    def base(self) -> str:
+        return f"{self.output}/{self.run_id}"
+
+
+def normalized(location: str) -> str:
+    """One spelling per place: gs://bucket/prefix or an absolute path, without a trailing slash."""
+    if is_gcs(location):
+        return gcs_url(*parse_gcs_url(location))
+    return str(Path(location.strip()).expanduser().absolute())
+
+
+def placement(env: Mapping[str, str]) -> Placement | None:
+    """The run's place from AIP_MODEL_DIR (None when it is not set: not on Vertex AI); refuses what cannot be one."""
+    raw = env.get(MODEL_DIR, "").strip()
+    if not raw:
+        if env.get(CHECKPOINT_DIR, "").strip():
+            raise UsageError(
+                f"{CHECKPOINT_DIR} is set but {MODEL_DIR} is not: Vertex AI sets both from the job's "
+                f"baseOutputDirectory; set that (or unset {CHECKPOINT_DIR} and use --output)"
+            )
+        return None
+    check_output_location(raw)
+    model_dir = normalized(raw)
+    base, _, name = model_dir.rpartition("/")
+    output, _, run_id = base.rpartition("/")
+    if name != MODEL_FOLDER:
+        raise UsageError(
+            f"{MODEL_DIR}={raw} does not end in /{MODEL_FOLDER}/: Vertex AI sets it to <baseOutputDirectory>/model/, "
+            f"and the run folder is the base output directory; unset {MODEL_DIR} and use --output to write elsewhere"
+        )
+    if output in ("", "gs:/") or not RUN_ID.match(run_id):
+        raise UsageError(
+            f"{MODEL_DIR}={raw}: the base output directory {base or '/'} must be a folder named with letters, digits, "
+            "'.', '_' or '-' inside a bucket or folder (not a bucket's root): set the job's baseOutputDirectory to "
+            "gs://BUCKET/PATH"
+        )
+    checkpoints = env.get(CHECKPOINT_DIR, "").strip()
+    if checkpoints and normalized(checkpoints) != f"{base}/{CHECKPOINTS_FOLDER}":
+        raise UsageError(
+            f"{CHECKPOINT_DIR}={checkpoints} is not {base}/{CHECKPOINTS_FOLDER}/ beside {MODEL_DIR}: the job keeps "
+            "its checkpoints in its run folder and resumes from there; set both from one baseOutputDirectory"
+        )
+    return Placement(output, run_id, env.get(JOB_ID, "").strip())
