@@ -247,9 +247,10 @@ def main(argv: list[str] | None = None) -> int:
 
 # Command groups that live in their own modules (each imports its heavy libraries lazily).
 def _register_command_groups() -> None:
-    from job import runs, visualize
+    from job import predict, runs, visualize
     from job.kube import commands as kube_commands
 
+    predict.register(app)
     runs.register(app)
     kube_commands.register(app)
     visualize.register(app)
