@@ -68,11 +68,11 @@ format: $(STAMP) ## Apply ruff's fixes and formatting.
 	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
 
 .PHONY: test
-# pytest on every core (xdist); tests that share an expensive fixture run on one worker (xdist_group marks).
-# The 15 slowest tests are listed at the end, so a CI log shows where the time goes.
+# pytest on every core (xdist), slow tests first; expensive shared fixtures are built once for all workers
+# (tests/conftest.py). The 15 slowest tests are listed at the end, so a CI log shows where the time goes.
 PYTEST_WORKERS ?= auto
 test: lint .venv-checkov/bin/checkov ## Lint, then the whole test suite (checkov has its own venv, see below).
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 $(ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist load --durations=15 $(ARGS)
 
 .PHONY: clean
 clean: ## Remove caches (keeps .venv and runs/).
@@ -96,6 +96,8 @@ BUCKET ?=
 NAMESPACE ?=
 RUN ?=
 FOLLOW ?=
+TAIL ?=
+PREVIOUS ?=
 OVERLAY ?=
 WORKERS ?=
 LRS ?=
@@ -182,8 +184,8 @@ status: $(STAMP) ## Show the runs' Jobs: make status [RUN=run-id] [NAMESPACE=].
 	$(PY) -m job status $(RUN) $(KUBE_FLAGS)
 
 .PHONY: logs
-logs: $(STAMP) ## Print a run's pod logs: make logs RUN=run-id [FOLLOW=1] [NAMESPACE=].
-	$(PY) -m job logs $(RUN) $(KUBE_FLAGS) $(if $(FOLLOW),--follow)
+logs: $(STAMP) ## Print a run's pod logs: make logs RUN=run-id [FOLLOW=1] [TAIL=N] [PREVIOUS=1] [NAMESPACE=].
+	$(PY) -m job logs $(RUN) $(KUBE_FLAGS) $(if $(FOLLOW),--follow) $(if $(TAIL),--tail $(TAIL)) $(if $(PREVIOUS),--previous)
 
 .PHONY: delete
 delete: $(STAMP) ## Delete a run's Job, pods and multi-worker Service (the run folder stays): make delete RUN=run-id [NAMESPACE=].

@@ -6,7 +6,9 @@ a fresh TensorFlow each time.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -23,6 +25,33 @@ __all__ = ["ROOT", "RunJob"]
 RunJob = Callable[..., subprocess.CompletedProcess[str]]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first. `make test` spreads tests over the cores (pytest-xdist, in collection order, each worker
+    taking the next test when it is free): long ones first and short ones filling the gaps, so no worker starts a
+    long test while the other has nothing left."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # Stable: otherwise collection order.
+
+
+def built_once_per_session(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that `build` fills once per test session, whichever xdist worker asks first; the others wait.
+
+    Session fixtures are per worker under xdist; this shares one across them (a file lock in the session's
+    temporary folder, which all workers have in common). A build that failed is tried again by the next caller.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-N/popen-gwK → pytest-N, shared by the session's workers.
+    folder = root / name
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file closes.
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_data() -> Cifar10:
     return make_cifar_like(train_size=500, test_size=300)
@@ -30,10 +59,12 @@ def tiny_data() -> Cifar10:
 
 @pytest.fixture(scope="session")
 def tiny_tarball(tmp_path_factory: pytest.TempPathFactory, tiny_data: Cifar10) -> Path:
-    """500 training and 300 test images in the official cifar-10-python.tar.gz layout."""
-    path = tmp_path_factory.mktemp("data") / "cifar-10-python.tar.gz"
-    write_tarball(tiny_data, path)
-    return path
+    """500 training and 300 test images in the official cifar-10-python.tar.gz layout, at one path for all
+    xdist workers (a run trained on one worker resumes on another with the same --data)."""
+    folder = built_once_per_session(
+        tmp_path_factory, "tiny-data", lambda folder: write_tarball(tiny_data, folder / "cifar-10-python.tar.gz")
+    )
+    return folder / "cifar-10-python.tar.gz"
 
 
 # The four api × loop variants, trained once per session and only read by the tests that use them.
@@ -44,21 +75,23 @@ VARIANTS = [("symbolic", "fit"), ("symbolic", "custom"), ("imperative", "fit"), 
 def trained_runs(tmp_path_factory: pytest.TempPathFactory, run_job: RunJob, tiny_tarball: Path) -> dict[str, Path]:
     """Each variant trained once (2 epochs, 500 images, seed 7, float32 so every CPU computes the same thing),
     in one folder; {"symbolic-fit": run folder, ...}. Read-only: a test that changes a run copies it first.
-    The imperative runs log with --log-format json; each run's stdout is kept beside it as RUN_ID.stdout."""
-    output = tmp_path_factory.mktemp("trained-runs")
-    runs = {}
-    for api, loop in VARIANTS:
-        run_id = f"{api}-{loop}"
-        result = run_job(
-            "train", "--api", api, "--loop", loop, "--data", str(tiny_tarball), "--output", str(output),
-            "--run-id", run_id, "--seed", "7", "--precision", "float32",
-            "--log-format", "json" if api == "imperative" else "text", *TINY_TRAIN,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
-        assert "warning" not in result.stdout, result.stdout  # Every picture was drawn.
-        (output / f"{run_id}.stdout").write_text(result.stdout)
-        runs[run_id] = output / run_id
-    return runs
+    The imperative runs log with --log-format json; each run's stdout is kept beside it as RUN_ID.stdout.
+    Built once per session for all xdist workers (test_train, test_compare, test_distribute, test_faults)."""
+
+    def train_every_variant(output: Path) -> None:
+        for api, loop in VARIANTS:
+            run_id = f"{api}-{loop}"
+            result = run_job(
+                "train", "--api", api, "--loop", loop, "--data", str(tiny_tarball), "--output", str(output),
+                "--run-id", run_id, "--seed", "7", "--precision", "float32",
+                "--log-format", "json" if api == "imperative" else "text", *TINY_TRAIN,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            assert "warning" not in result.stdout, result.stdout  # Every picture was drawn.
+            (output / f"{run_id}.stdout").write_text(result.stdout)
+
+    output = built_once_per_session(tmp_path_factory, "trained-runs", train_every_variant)
+    return {f"{api}-{loop}": output / f"{api}-{loop}" for api, loop in VARIANTS}
 
 
 @pytest.fixture(scope="session")

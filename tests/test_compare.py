@@ -15,10 +15,7 @@ from tests.conftest import RunJob
 from tests.helpers import TINY_TRAIN
 from tests.test_plots import assert_sane_png
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.xdist_group("trained-runs"),
-]  # Under xdist, with test_train: one worker trains the shared runs (tests/conftest.py).
+pytestmark = pytest.mark.slow  # The shared trained runs: tests/conftest.py.
 RUN_IDS = ("symbolic-fit", "imperative-custom")
 
 

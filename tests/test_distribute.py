@@ -24,10 +24,7 @@ from job.gcs import GcsStore
 from tests.conftest import RunJob
 from tests.helpers import TINY_TRAIN, epoch_records, job_env, start_job
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.xdist_group("trained-runs"),
-]  # Under xdist, on the worker that trains the shared runs (the single-replica references).
+pytestmark = pytest.mark.slow
 
 FLAGS = ("--precision", "float32", "--seed", "7", *TINY_TRAIN)  # As the shared runs were trained.
 # A worker that lost its peer notices within the coordination service's heartbeat timeout (about 10 s measured).

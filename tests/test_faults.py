@@ -27,7 +27,7 @@ from job.gcs import GcsStore
 from tests.conftest import RunJob
 from tests.helpers import TINY_TRAIN, epoch_records, job_env, read_jsonl, start_job
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("faults")]  # One worker trains the reference.
+pytestmark = pytest.mark.slow
 
 EPOCHS = 2
 ONE_IMAGE = 1 / 200 + 1e-9  # test_accuracy over test[100:] of 300 images.
@@ -42,17 +42,15 @@ def train_args(tarball: Path, output: str, run_id: str = "run") -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")  # Session: xdist may interleave modules on a worker, which rebuilds module scope.
-def reference(tmp_path_factory: pytest.TempPathFactory, run_job: RunJob, tiny_tarball: Path) -> Path:
-    """An uninterrupted run (symbolic, fit, 2 epochs): its numbers, and a folder to damage copies of."""
-    output = tmp_path_factory.mktemp("faults-reference")
-    result = run_job(*train_args(tiny_tarball, str(output)))
-    assert result.returncode == 0, result.stderr
-    assert sorted(path.name for path in (output / "run" / "checkpoints").glob("*.index")) == [
-        "ckpt-1.index",
-        "ckpt-2.index",
-    ]
-    return output / "run"
+@pytest.fixture
+def reference(trained_runs: dict[str, Path]) -> Path:
+    """An uninterrupted run of train_args' settings (the session's shared symbolic-fit run): its numbers, and a
+    folder to damage copies of."""
+    run = trained_runs["symbolic-fit"]
+    config = json.loads((run / "config.json").read_text())
+    assert (config["api"], config["loop"], config["seed"], config["precision"]) == ("symbolic", "fit", 7, "float32")
+    assert sorted(path.name for path in (run / "checkpoints").glob("*.index")) == ["ckpt-1.index", "ckpt-2.index"]
+    return run
 
 
 def unfinished_copy(reference: Path, target: Path) -> Path:

@@ -28,36 +28,40 @@ import pytest
 
 from job.data import write_tarball
 from job.gcs import GcsStore
-from tests.conftest import RunJob
+from tests.conftest import RunJob, built_once_per_session
 from tests.helpers import epoch_records, job_env, make_cifar_like, read_jsonl, start_job
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.xdist_group("reliability"),
-]  # Under xdist, one worker trains the uninterrupted references.
+pytestmark = pytest.mark.slow
 
 EPOCHS = 2
 # 1,000 images in batches of 5: 200 steps per epoch, so each epoch has a step record at 100 (mid-epoch) and
-# 200; the custom loop also checkpoints every 20 steps (so more than two exist, and pruning shows). float32, so no CPU picks another precision. Learning rate
-# 0.01: 0.02 fell to chance on an AVX2 AMD EPYC (its kernels round differently); 0.01 reaches 1.0 there.
+# 200. float32, so no CPU picks another precision. Learning rate 0.01: 0.02 fell to chance on an AVX2 AMD EPYC
+# (its kernels round differently); 0.01 reaches 1.0 there.
 FLAGS = (
     "--epochs", str(EPOCHS), "--batch-size", "5", "--validation-size", "100", "--learning-rate", "0.01",
-    "--seed", "11", "--checkpoint-every-steps", "20", "--precision", "float32",
+    "--seed", "11", "--precision", "float32",
 )  # fmt: skip
+# The custom loop also checkpoints every 20 steps (so more than two exist, and pruning shows); fit checkpoints
+# at epoch ends only (it refuses --checkpoint-every-steps).
+LOOP_FLAGS = {"fit": (), "custom": ("--checkpoint-every-steps", "20")}
 ONE_IMAGE = 1 / 200 + 1e-9  # test_accuracy over test[100:] of 300 images.
 SEED = int(os.environ.get("RELIABILITY_SEED", random.SystemRandom().randrange(10**6)))
 Records = Callable[[], list[dict[str, Any]]]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("reliability-data") / "cifar-10-python.tar.gz"
-    write_tarball(make_cifar_like(train_size=1000, test_size=300), path)
-    return path
+    folder = built_once_per_session(
+        tmp_path_factory,
+        "reliability-data",
+        lambda folder: write_tarball(make_cifar_like(train_size=1000, test_size=300), folder / "cifar.tar.gz"),
+    )
+    return folder / "cifar.tar.gz"
 
 
 def train_args(tarball: Path, output: str, run_id: str, loop: str) -> list[str]:
-    return ["train", "--loop", loop, "--data", str(tarball), "--output", output, "--run-id", run_id, *FLAGS]
+    args = ["train", "--loop", loop, "--data", str(tarball), "--output", output, "--run-id", run_id]
+    return [*args, *FLAGS, *LOOP_FLAGS[loop]]
 
 
 @pytest.fixture
@@ -149,20 +153,24 @@ def assert_completed_once(run: Path, reference: dict[str, Any], attempts: int) -
         assert len(list((run / "checkpoints").glob("*.index"))) == 2
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory, run_job: RunJob, tarball: Path) -> dict[str, Any]:
-    """The reference: the same runs, never interrupted."""
-    output = tmp_path_factory.mktemp("reference")
-    references = {}
-    for loop in ("fit", "custom"):
-        result = run_job(*train_args(tarball, str(output), loop, loop))
-        assert result.returncode == 0, result.stderr
-        assert f"epoch 1/{EPOCHS} step 100/200 " in result.stdout  # Step lines, as the chapter prints them.
-        references[loop] = {
+    """The reference: the same runs, never interrupted (trained once for all xdist workers)."""
+
+    def train_both_loops(output: Path) -> None:
+        for loop in ("fit", "custom"):
+            result = run_job(*train_args(tarball, str(output), loop, loop))
+            assert result.returncode == 0, result.stderr
+            assert f"epoch 1/{EPOCHS} step 100/200 " in result.stdout  # Step lines, as the chapter prints them.
+
+    output = built_once_per_session(tmp_path_factory, "reliability-reference", train_both_loops)
+    return {
+        loop: {
             "epochs": epoch_records(output / loop),
             "summary": json.loads((output / loop / "summary.json").read_text()),
         }
-    return references
+        for loop in ("fit", "custom")
+    }
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,7 @@ from tests.helpers import TINY_TRAIN, epoch_records, tensorboard_hparams, tensor
 
 EPOCH_KEYS = {"kind", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "images_per_second"}
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.xdist_group("trained-runs"),
-]  # Under xdist, with test_compare: one worker trains the shared runs (tests/conftest.py).
+pytestmark = pytest.mark.slow  # The shared trained runs: tests/conftest.py.
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -61,7 +58,6 @@ def test_run_folder_has_the_full_layout(trained_runs: dict[str, Path], api: str,
     assert hparams["learning_rate"] == pytest.approx(0.02)
     assert set(metrics) >= {"validation/epoch_accuracy", "validation/epoch_loss", "train/epoch_loss"}
     assert session["group_name"] == run.name  # The trial id: a retried pod adds to the same trial.
-
 
     summary = read_json(run / "summary.json")
     assert summary["parameters"] == 1_070_794
