@@ -68,11 +68,12 @@ format: $(STAMP) ## Apply ruff's fixes and formatting.
 	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
 
 .PHONY: test
-# pytest on every core (xdist), slow tests first; expensive shared fixtures are built once for all workers
-# (tests/conftest.py). The 15 slowest tests are listed at the end, so a CI log shows where the time goes.
+# pytest on every core (xdist), slow tests first and handed out two at a time (xdist's default chunks would give
+# one worker all the slow ones); expensive shared fixtures are built once for all workers (tests/conftest.py).
+# The 15 slowest tests are listed at the end, so a CI log shows where the time goes.
 PYTEST_WORKERS ?= auto
 test: lint .venv-checkov/bin/checkov ## Lint, then the whole test suite (checkov has its own venv, see below).
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist load --durations=15 $(ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist load --maxschedchunk 2 --durations=15 $(ARGS)
 
 .PHONY: clean
 clean: ## Remove caches (keeps .venv and runs/).

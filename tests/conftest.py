@@ -11,13 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from job.data import Cifar10, write_tarball
-from tests.helpers import ROOT, TINY_TRAIN, job_env, make_cifar_like
+from tests.helpers import ROOT, TINY_TRAIN, job_env, make_cifar_like, start_job
 
 pytest_plugins = ["tests.gcs_fixtures"]
 
@@ -26,10 +26,16 @@ RunJob = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first. `make test` spreads tests over the cores (pytest-xdist, in collection order, each worker
-    taking the next test when it is free): long ones first and short ones filling the gaps, so no worker starts a
-    long test while the other has nothing left."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # Stable: otherwise collection order.
+    """Slow tests first. `make test` spreads tests over the cores (pytest-xdist --dist load, two at a time per
+    worker, in this order): long ones first and short ones filling the gaps, so no worker starts a long test
+    while the other has nothing left. The first two go to one worker, the next two to the other: two reliability
+    tests (which build the reliability references) and two others (the first of which builds the trained runs),
+    so the two workers start with different builds and neither waits for the other's."""
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    fast = [item for item in items if not item.get_closest_marker("slow")]
+    reliability = [item for item in slow if item.path.name == "test_reliability.py"]
+    others = [item for item in slow if item.path.name != "test_reliability.py"]
+    items[:] = reliability[:2] + others[:2] + reliability[2:] + others[2:] + fast
 
 
 def built_once_per_session(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
@@ -92,6 +98,23 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory, run_job: RunJob, tiny
 
     output = built_once_per_session(tmp_path_factory, "trained-runs", train_every_variant)
     return {f"{api}-{loop}": output / f"{api}-{loop}" for api, loop in VARIANTS}
+
+
+@pytest.fixture
+def processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start trainers in the background; any still running when the test ends (it failed) is killed."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        process = start_job(args, job_env(env))
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import pytest
 from job import plots, visualize
 from job.gcs import GcsStore
 from tests.conftest import RunJob
-from tests.helpers import TINY_TRAIN
 from tests.test_plots import assert_sane_png
 
 pytestmark = pytest.mark.slow  # The shared trained runs: tests/conftest.py.
@@ -102,20 +101,6 @@ def test_compare_reads_and_writes_gcs(runs_folder: Path, run_job: RunJob, gcs_bu
     assert set(GcsStore(gcs_bucket, "comparison").list_keys()) == {"comparison.md", "val_accuracy.png"}
 
 
-def test_a_gcs_run_publishes_its_plots(run_job: RunJob, gcs_bucket: str, tiny_tarball: Path, tmp_path: Path) -> None:
-    env = {"JOB_STAGING_DIR": str(tmp_path / "staging")}
-    result = run_job(
-        "train", *TINY_TRAIN, "--data", str(tiny_tarball), "--output", f"gs://{gcs_bucket}/runs", "--run-id", "r1",
-        env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    store = GcsStore(gcs_bucket, "runs/r1")
-    expected = {plots.LABEL_DISTRIBUTION, plots.SAMPLE_GRID, plots.LEARNING_CURVES, plots.MODEL_SUMMARY}
-    assert expected <= {key.removeprefix("plots/") for key in store.list_keys("plots")}
-    (tmp_path / "curves.png").write_bytes(store.read_bytes(f"plots/{plots.LEARNING_CURVES}") or b"")
-    assert_sane_png(tmp_path / "curves.png", min_width=700)
-
-
 def test_runs_list_and_show_read_the_trainers_own_output(trained_runs: dict[str, Path], run_job: RunJob) -> None:
     folder = trained_runs["symbolic-fit"].parent
     listed = run_job("runs", "list", str(folder))
@@ -129,15 +114,3 @@ def test_runs_list_and_show_read_the_trainers_own_output(trained_runs: dict[str,
     assert (report["status"], report["api"], report["loop"]) == ("complete", "imperative", "custom")
     assert (report["epochs_done"], report["epochs_planned"]) == (2, 2)
     assert (report["test_accuracy"], report["test_loss"]) == (expected["test_accuracy"], expected["test_loss"])
-
-
-def test_train_as_a_sweep_point_trains_its_own_grid_point(run_job: RunJob, tiny_tarball: Path, tmp_path: Path) -> None:
-    """What a sweep's Indexed Job pod does: JOB_SWEEP and its JOB_COMPLETION_INDEX pick the settings and run id."""
-    env = {"JOB_SWEEP": '[{"learning_rate":0.1},{"learning_rate":0.05,"batch_size":100}]', "JOB_COMPLETION_INDEX": "1"}
-    result = run_job(
-        "train", "--data", str(tiny_tarball), "--output", str(tmp_path), "--run-id", "grid", *TINY_TRAIN, env=env
-    )
-    assert result.returncode == 0, result.stderr
-    config = json.loads((tmp_path / "grid-1" / "config.json").read_text())
-    assert (config["run_id"], config["learning_rate"], config["batch_size"]) == ("grid-1", 0.05, 100)
-    assert summary(tmp_path / "grid-1")["epochs"] == 2 and not (tmp_path / "grid").exists()

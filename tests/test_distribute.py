@@ -14,7 +14,6 @@ import re
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 
 from job.gcs import GcsStore
 from tests.conftest import RunJob
-from tests.helpers import TINY_TRAIN, epoch_records, job_env, start_job
+from tests.helpers import TINY_TRAIN, epoch_records
 
 pytestmark = pytest.mark.slow
 
@@ -92,10 +91,9 @@ Workers = list[subprocess.Popen[str]]
 
 
 @pytest.fixture
-def start_workers() -> Iterator[Any]:
+def start_workers(processes: Any) -> Any:
     """Start a two-worker run: each worker a process, as a pod of the Indexed Job whose variables the job
     derives TF_CONFIG from. Any worker still running when the test ends (it failed) is killed."""
-    started: Workers = []
 
     def start(args: list[str], staging: Path) -> Workers:
         addresses = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
@@ -106,18 +104,12 @@ def start_workers() -> Iterator[Any]:
                 "JOB_WORKERS": "2",
                 "JOB_WORKER_ADDRESSES": addresses,
                 "JOB_STAGING_DIR": str(staging),
+                "TF_CONFIG": "",  # Unset: derived from the variables above.
             }
-            env = job_env(variables)
-            env.pop("TF_CONFIG", None)
-            workers.append(start_job(args, env))
-        started.extend(workers)
+            workers.append(processes(args, variables))
         return workers
 
-    yield start
-    for worker in started:
-        if worker.poll() is None:
-            worker.kill()
-            worker.communicate()
+    return start
 
 
 def finish(workers: Workers) -> list[tuple[str, str]]:

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from job import plots
 from job.gcs import GcsStore
 from tests.conftest import RunJob
 from tests.helpers import TINY_TRAIN, job_env, start_job
+from tests.test_plots import assert_sane_png
 
 
 @pytest.mark.slow
@@ -30,6 +32,11 @@ def test_train_from_and_to_gcs_publishes_the_whole_run(
         assert expected in keys, keys
     assert any(key.startswith("tensorboard/") for key in keys) and any(key.startswith("checkpoints/") for key in keys)
     assert (tmp_path / "cache" / "gcs" / gcs_bucket / "data" / "cifar-10-python.tar.gz").is_file()
+    store = GcsStore(gcs_bucket, "runs/r1")  # The pictures are published too, and readable.
+    pictures = {plots.LABEL_DISTRIBUTION, plots.SAMPLE_GRID, plots.LEARNING_CURVES, plots.MODEL_SUMMARY}
+    assert pictures <= {key.removeprefix("plots/") for key in store.list_keys("plots")}
+    (tmp_path / "curves.png").write_bytes(store.read_bytes(f"plots/{plots.LEARNING_CURVES}") or b"")
+    assert_sane_png(tmp_path / "curves.png", min_width=700)
 
     listing = run_job("runs", "list", output)
     assert listing.stdout.splitlines()[1].split()[:5] == ["r1", "complete", "symbolic", "fit", "2/2"], listing.stdout

@@ -20,7 +20,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import pytest
 from job.data import write_tarball
 from job.gcs import GcsStore
 from tests.conftest import RunJob, built_once_per_session
-from tests.helpers import epoch_records, job_env, make_cifar_like, read_jsonl, start_job
+from tests.helpers import epoch_records, make_cifar_like, read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -62,23 +62,6 @@ def tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def train_args(tarball: Path, output: str, run_id: str, loop: str) -> list[str]:
     args = ["train", "--loop", loop, "--data", str(tarball), "--output", output, "--run-id", run_id]
     return [*args, *FLAGS, *LOOP_FLAGS[loop]]
-
-
-@pytest.fixture
-def processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start trainers in the background; any still running when the test ends (it failed) is killed."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        process = start_job(args, job_env(env))
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
 
 
 def wait_for_record(records: Records, epoch: int, step: int | None, process: subprocess.Popen[str]) -> None:

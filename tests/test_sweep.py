@@ -214,15 +214,19 @@ def test_sweep_creates_the_job_through_the_client(kube_api: ApiDouble, capsys: p
 def test_a_resubmitted_sweep_point_that_already_finished_exits_0_and_trains_nothing(
     run_job: RunJob, tiny_tarball: Path, tmp_path: Path
 ) -> None:
-    """A resubmitted sweep: the finished point says so and exits 0 (not 4, which fails its index and the Job);
-    the same point with a changed setting is still refused, and a plain `train` on the finished run still exits 4."""
+    """What a sweep's Indexed Job pod does: JOB_SWEEP and its JOB_COMPLETION_INDEX pick the settings and run id.
+    Resubmitted, the finished point says so and exits 0 (not 4, which fails its index and the Job); the same
+    point with a changed setting is still refused, and a plain `train` on the finished run still exits 4."""
     args = ["train", "--data", str(tiny_tarball), "--output", str(tmp_path), "--run-id", "grid", *TINY_TRAIN]
     args[args.index("--epochs") + 1] = "1"
-    grid = '[{"learning_rate":0.02},{"learning_rate":0.01}]'
+    grid = '[{"learning_rate":0.02},{"learning_rate":0.01,"batch_size":100}]'
     env = {"JOB_SWEEP": grid, "JOB_COMPLETION_INDEX": "1"}
     first = run_job(*args, env=env)
     assert first.returncode == 0, first.stderr
     run = tmp_path / "grid-1"
+    config = json.loads((run / "config.json").read_text())
+    assert (config["run_id"], config["learning_rate"], config["batch_size"]) == ("grid-1", 0.01, 100)
+    assert not (tmp_path / "grid").exists()
     files = {path: path.read_bytes() for path in sorted(run.rglob("*")) if path.is_file()}
 
     again = run_job(*args, env=env)
@@ -231,13 +235,15 @@ def test_a_resubmitted_sweep_point_that_already_finished_exits_0_and_trains_noth
     assert again.stdout.endswith("): nothing to train\n") and again.stdout.count("\n") == 1
     assert {path: path.read_bytes() for path in sorted(run.rglob("*")) if path.is_file()} == files  # Untouched.
 
-    changed = run_job(*args, env={**env, "JOB_SWEEP": '[{"learning_rate":0.02},{"learning_rate":0.05}]'})
+    changed = run_job(
+        *args, env={**env, "JOB_SWEEP": '[{"learning_rate":0.02},{"learning_rate":0.05,"batch_size":100}]'}
+    )
     assert changed.returncode == 4
     assert changed.stderr == (
         f"error: run {run} already finished with other settings (--learning-rate 0.01 → 0.05): "
         "give the sweep another name (--run-id) or pass --overwrite to replace it\n"
     )
-    plain_args = [*args, "--learning-rate", "0.01"]  # The last value wins: the point's own settings.
+    plain_args = [*args, "--learning-rate", "0.01", "--batch-size", "100"]  # The last value wins: the point's own.
     plain_args[plain_args.index("grid")] = "grid-1"
     plain = run_job(*plain_args)
     assert plain.returncode == 4 and "already finished (it has summary.json)" in plain.stderr
