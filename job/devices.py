@@ -9,7 +9,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from job.config import Precision, Xla
-from job.errors import UsageError
+from job.errors import EnvironmentNotReady
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,10 @@ def _cpu_has_bfloat16() -> bool:
 
 def require_gpu(devices: Devices) -> None:
     if not devices.gpus:
-        raise UsageError(
-            "--require-gpu is set but TensorFlow sees no GPU: check the node's NVIDIA driver and the pod's "
-            "nvidia.com/gpu limit, or drop --require-gpu to train on CPU"
+        raise EnvironmentNotReady(
+            "--require-gpu is set but TensorFlow sees no GPU: the node's NVIDIA driver or CUDA libraries are not "
+            "ready, or the pod did not get nvidia.com/gpu (in a Job, a new pod is tried); "
+            "drop --require-gpu to train on CPU"
         )
 
 

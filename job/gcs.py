@@ -29,18 +29,21 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import google.auth
 import google_crc32c
 import requests
 from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry
+from google.auth import compute_engine
 from google.auth import exceptions as auth_exceptions
-from google.auth.credentials import AnonymousCredentials
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.auth.transport.requests import Request
 from google.cloud import storage
 from google.cloud.storage import transfer_manager
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY, _should_retry
 
-from job.errors import DataError, JobError, OutputError, UsageError
+from job.errors import DataError, EnvironmentNotReady, JobError, OutputError, UsageError
 from job.storage import parse_gcs_url
 from job.untrusted import MAX_DATA_BYTES, MAX_DATA_ENTRIES, check_names, check_size, contained_path
 
@@ -54,6 +57,13 @@ HINT_CREDENTIALS = (
     "set GOOGLE_APPLICATION_CREDENTIALS, run `gcloud auth application-default login`, "
     "or give the pod a Workload Identity service account"
 )
+HINT_METADATA = (
+    "the pod's metadata server did not answer: on GKE the Workload Identity metadata server is not ready "
+    "(the Job retries on a new pod); elsewhere set GOOGLE_APPLICATION_CREDENTIALS to a key file"
+)
+# GKE documents that its metadata server may take a few seconds to accept requests on a new pod and that
+# retrying helps: in a pod, credentials are retried this long (JOB_CREDENTIALS_WAIT) before exiting 6.
+DEFAULT_CREDENTIALS_WAIT = 30.0
 HINT_ROLE = (
     "the job's identity needs roles/storage.objectUser on bucket {bucket} (storage.objects.create/get/list/delete)"
 )
@@ -61,14 +71,7 @@ HINT_ROLE = (
 
 def retry_deadline() -> float:
     """Seconds to keep retrying transient errors: JOB_GCS_RETRY_DEADLINE, default 120."""
-    text = os.environ.get("JOB_GCS_RETRY_DEADLINE", "")
-    try:
-        deadline = float(text) if text else DEFAULT_RETRY_DEADLINE
-    except ValueError:
-        deadline = -1.0
-    if not deadline > 0:
-        raise UsageError(f"JOB_GCS_RETRY_DEADLINE must be a positive number of seconds, got {text!r}")
-    return deadline
+    return positive_seconds("JOB_GCS_RETRY_DEADLINE", DEFAULT_RETRY_DEADLINE)
 
 
 def retry_policy(deadline: float) -> Retry:
@@ -90,16 +93,79 @@ def retry_policy(deadline: float) -> Retry:
     return DEFAULT_RETRY.with_predicate(should_retry).with_timeout(deadline)
 
 
+def positive_seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment variable `name`, else `default` (exit 2 if malformed)."""
+    text = os.environ.get(name, "")
+    try:
+        seconds = float(text) if text else default
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise UsageError(f"{name} must be a positive number of seconds, got {text!r}")
+    return seconds
+
+
 def make_client(error: type[JobError] = OutputError) -> storage.Client:
     """A client with Application Default Credentials, or anonymous when STORAGE_EMULATOR_HOST is set."""
-    try:
-        if os.environ.get("STORAGE_EMULATOR_HOST"):
-            project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "local-emulator"
-            return storage.Client(project=project, credentials=AnonymousCredentials())
-        # No project needed: the job only reads and writes objects in existing buckets.
-        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT"))
-    except auth_exceptions.DefaultCredentialsError as cause:
-        raise error(f"no Google credentials ({describe(cause)}): {HINT_CREDENTIALS}") from None
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "local-emulator"
+        return storage.Client(project=project, credentials=AnonymousCredentials())
+    # No project needed (None means none, not "look one up"): the job only uses objects in existing buckets.
+    return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT"), credentials=google_credentials(error))
+
+
+def in_pod() -> bool:
+    """Running in a Kubernetes pod (the kubelet sets KUBERNETES_SERVICE_HOST in every container)."""
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def google_credentials(error: type[JobError]) -> Credentials:
+    """Application Default Credentials; in a pod, waiting for a metadata server that does not answer yet.
+
+    Outside a pod, missing credentials are a configuration problem: `error` at once, naming the fixes. In a pod
+    whose credentials come from the metadata server (no GOOGLE_APPLICATION_CREDENTIALS), a server that does not
+    answer is retried for JOB_CREDENTIALS_WAIT seconds (1, 2, 4, 8 s apart), then EnvironmentNotReady (exit 6):
+    the Job tries a new pod. A server that answers with a refusal (403, no binding) is `error`, as before.
+    """
+    wait = positive_seconds("JOB_CREDENTIALS_WAIT", DEFAULT_CREDENTIALS_WAIT) if in_pod() else 0.0
+    give_up, delay = time.monotonic() + wait, 1.0
+    while True:
+        try:
+            credentials, _ = google.auth.default()
+            if isinstance(credentials, compute_engine.Credentials):
+                credentials.refresh(Request())  # Proves the metadata server answers before any work starts.
+            return credentials
+        except auth_exceptions.GoogleAuthError as cause:
+            if not metadata_unreachable(cause):
+                raise error(f"no Google credentials ({describe(cause)}): {HINT_CREDENTIALS}") from None
+            if time.monotonic() + delay > give_up:
+                if in_pod():
+                    silent = isinstance(cause, auth_exceptions.DefaultCredentialsError)
+                    detail = "no answer from the metadata server" if silent else describe(cause)
+                    raise EnvironmentNotReady(
+                        f"no Google credentials after {wait:g} s ({detail}): {HINT_METADATA}"
+                    ) from None
+                raise error(f"no Google credentials ({describe(cause)}): {HINT_CREDENTIALS}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+
+def metadata_unreachable(cause: BaseException) -> bool:
+    """Whether credentials failed because the metadata server did not answer (retryable), not because of a setting.
+
+    ADC found nothing (no key file named, no gcloud login) after the metadata server's ping went unanswered;
+    or the metadata server's token request failed to connect, timed out or kept answering 5xx.
+    """
+    if isinstance(cause, auth_exceptions.DefaultCredentialsError):
+        return not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") and "were not found" in str(cause)
+    seen: BaseException | None = cause
+    while seen is not None:
+        if isinstance(seen, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+            return True
+        if isinstance(seen, auth_exceptions.TransportError) and "server unavailable" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def describe(cause: BaseException) -> str:
@@ -138,6 +204,8 @@ def gcs_errors(action: str, url: str, bucket: str, error: type[JobError] = Outpu
     except api_exceptions.RetryError as cause:
         raise error(f"gave up {action} {url} after retrying: {describe(cause)}") from None
     except auth_exceptions.GoogleAuthError as cause:
+        if in_pod() and metadata_unreachable(cause):  # A token refresh during the run: the node's metadata server.
+            raise EnvironmentNotReady(f"could not obtain Google credentials {action} {url}: {HINT_METADATA}") from None
         raise error(
             f"could not obtain Google credentials {action} {url} ({describe(cause)}): {HINT_CREDENTIALS}"
         ) from None

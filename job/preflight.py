@@ -14,7 +14,7 @@ from job import cluster_env, data, lease
 from job.artifacts import CONFIG, SUMMARY, RunWriter, default_staging_root
 from job.cluster_env import is_chief, resolve_tf_config
 from job.config import StrategyKind, TrainConfig
-from job.errors import OutputError, UsageError
+from job.errors import EnvironmentNotReady, OutputError, UsageError
 from job.lease import Lease
 from job.storage import is_gcs, open_store
 
@@ -34,9 +34,10 @@ class Prepared:
 def preflight(config: TrainConfig) -> Prepared:
     """Validate everything cheap first; only then change anything in the output location."""
     if config.require_gpu and not any(Path(node).exists() for node in NVIDIA_DEVICE_NODES):
-        raise UsageError(
-            "--require-gpu is set but this machine or container has no NVIDIA GPU device "
-            "(no /dev/nvidia0): request nvidia.com/gpu for the pod or run docker with --gpus all"
+        raise EnvironmentNotReady(
+            "--require-gpu is set but this machine or container has no NVIDIA GPU device (no /dev/nvidia0): "
+            "the node's NVIDIA driver or device plugin is not ready, or the pod did not get nvidia.com/gpu "
+            "(in a Job, a new pod is tried; with docker, run with --gpus all)"
         )
     worker, workers = this_worker(config), worker_count(config)
     writer = RunWriter(open_store(config.output), config.run_id)

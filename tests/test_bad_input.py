@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import socket
 import tarfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,8 +75,8 @@ ROWS = {
     "resume-with-other-settings": Row(
         ("--run-id", "unfinished", "--api", "symbolic"), 2, "--api imperative → symbolic"
     ),
-    "require-gpu-on-cpu": Row(
-        ("--require-gpu",), 2, "--require-gpu is set but this machine or container has no NVIDIA GPU"
+    "require-gpu-on-cpu": Row(  # Environment not ready (6): a Job retries it on a new pod instead of failing.
+        ("--require-gpu",), 6, "no NVIDIA GPU device (no /dev/nvidia0): the node's NVIDIA driver or device plugin"
     ),
     "output-and-aip-model-dir": Row(
         ("--output", "{tmp}/runs"), 2, "both --output/JOB_OUTPUT", env={"AIP_MODEL_DIR": "gs://vertex-bucket/model"}
@@ -150,3 +152,47 @@ def test_bad_input(
     assert "Traceback" not in result.stderr
     after = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*") if "cache" not in path.parts)
     assert after == before, "a rejected run must not create or change files"
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on: connecting to it is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("pod", "exit_code", "message"),
+    [
+        ("10.0.0.1", 6, "error: no Google credentials after 3 s (no answer from the metadata server): the pod's"),
+        ("", 4, "error: no Google credentials (Your default credentials were not found"),
+    ],
+    ids=["in-a-pod-retryable", "on-a-laptop-permanent"],
+)
+def test_a_silent_metadata_server(
+    pod: str, exit_code: int, message: str, run_job: RunJob, tmp_path: Path, without_tensorflow: dict[str, str]
+) -> None:
+    """No key file, no gcloud login, and a metadata server that refuses connections: in a pod (the kubelet's
+    KUBERNETES_SERVICE_HOST) that is GKE's Workload Identity server not ready yet, retried for
+    JOB_CREDENTIALS_WAIT and then exit 6; elsewhere missing credentials are a setting to fix, exit 4 at once."""
+    home = tmp_path / "home"
+    home.mkdir()
+    metadata = f"127.0.0.1:{closed_port()}"
+    env = {
+        **without_tensorflow,
+        **{"STORAGE_EMULATOR_HOST": "", "GOOGLE_APPLICATION_CREDENTIALS": "", "HOME": str(home)},
+        **{"CLOUDSDK_CONFIG": str(home / "gcloud"), "GCE_METADATA_HOST": metadata, "GCE_METADATA_IP": metadata},
+        **{"KUBERNETES_SERVICE_HOST": pod, "JOB_CREDENTIALS_WAIT": "3", "JOB_CACHE_DIR": str(tmp_path / "cache")},
+    }
+    started = time.monotonic()
+    result = run_job("train", "--output", "gs://some-bucket/runs", "--run-id", "fresh", env=env, timeout=60)
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == exit_code, result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()] and result.stderr.startswith(message), result.stderr
+    assert "Traceback" not in result.stderr
+    if pod:
+        assert "the Job retries on a new pod" in result.stderr
+        assert 3 <= elapsed < 30, elapsed  # Retried for the wait, not for the GCS retry deadline (120 s).
+    else:
+        assert "gcloud auth application-default login" in result.stderr

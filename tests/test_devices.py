@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from job.config import Precision, Xla
-from job.devices import Devices, resolve_precision, resolve_xla
+from job.devices import Devices, require_gpu, resolve_precision, resolve_xla
+from job.errors import EXIT_NOT_READY, EnvironmentNotReady
 
 VOLTA: dict[str, object] = {"compute_capability": (7, 0)}
 PASCAL: dict[str, object] = {"compute_capability": (6, 1)}
@@ -36,3 +37,11 @@ def test_auto_xla_is_on_for_gpus_only() -> None:
     assert resolve_xla(Xla.auto, Devices(gpus=[VOLTA], cpu_bfloat16=False)) is True
     assert resolve_xla(Xla.auto, CPU_WITH_BF16) is False
     assert resolve_xla(Xla.on, PLAIN_CPU) is True and resolve_xla(Xla.off, Devices([VOLTA], False)) is False
+
+
+def test_no_gpu_visible_to_tensorflow_is_retryable_not_a_usage_error() -> None:
+    """A node whose driver is not ready exits 6 (a new pod is tried), not 2 (FailJob ends the run)."""
+    require_gpu(Devices(gpus=[VOLTA], cpu_bfloat16=False))
+    with pytest.raises(EnvironmentNotReady, match="TensorFlow sees no GPU: the node's NVIDIA driver") as raised:
+        require_gpu(PLAIN_CPU)
+    assert raised.value.exit_code == EXIT_NOT_READY == 6

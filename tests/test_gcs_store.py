@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from google.api_core import exceptions as api_exceptions
+from google.auth import exceptions as auth_exceptions
 
 from job import data
 from job.errors import EXIT_DATA, EXIT_OUTPUT, DataError, OutputError, UsageError
-from job.gcs import GcsStore, fetch_data, gcs_errors
+from job.gcs import GcsStore, fetch_data, gcs_errors, metadata_unreachable
 from job.storage import open_store
 from tests.gcs_fixtures import FakeGcsServer, client_for
 
@@ -261,3 +263,21 @@ def test_permission_denied_names_bucket_object_and_role() -> None:
     message = str(raised.value)
     assert message.startswith("permission denied uploading gs://locked/runs/r1/model.keras (HTTP 403 Forbidden: caller")
     assert "roles/storage.objectUser on bucket locked" in message and "\n" not in message
+
+
+def chained(error: Exception, cause: BaseException) -> Exception:
+    error.__cause__ = cause
+    return error
+
+
+def test_only_a_silent_metadata_server_counts_as_not_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused connections, timeouts and 5xx from the metadata server are retryable; its refusals are not."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    refused = chained(auth_exceptions.TransportError("connect"), requests.ConnectionError("[Errno 111] refused"))
+    assert metadata_unreachable(chained(auth_exceptions.RefreshError("token"), refused))
+    assert metadata_unreachable(auth_exceptions.TransportError("Compute Engine Metadata server unavailable."))
+    assert metadata_unreachable(auth_exceptions.DefaultCredentialsError("Your default credentials were not found."))
+    forbidden = auth_exceptions.TransportError("Failed to retrieve token. Status: 403 Response: no IAM binding")
+    assert not metadata_unreachable(chained(auth_exceptions.RefreshError("token"), forbidden))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nowhere/key.json")  # A named key file: a setting.
+    assert not metadata_unreachable(auth_exceptions.DefaultCredentialsError("File /nowhere/key.json was not found."))

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
+from job.errors import EXIT_NOT_READY
 from job.kube import render
 
 K8S = Path(__file__).resolve().parents[1] / "k8s"
@@ -115,6 +116,21 @@ def test_pod_failure_policy_maps_the_exit_code_contract() -> None:
     assert spec["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it.
     assert spec["backoffLimit"] == 3
     assert spec["activeDeadlineSeconds"] > 0 and spec["ttlSecondsAfterFinished"] > 0
+
+
+@pytest.mark.parametrize("target", sorted({*TARGETS, *(f"overlays/{overlay}" for overlay in RUN_OVERLAYS)}))
+def test_environment_not_ready_is_retried_and_counted(target: str) -> None:
+    """Exit 6 (no GPU visible, metadata server silent) matches no FailJob/FailIndex/Ignore rule of any Job: the
+    controller starts a new pod and counts the failure toward backoffLimit (or backoffLimitPerIndex)."""
+    for job in render.find(rendered(target), "Job"):
+        spec = job["spec"]
+        for rule in spec["podFailurePolicy"]["rules"]:
+            codes = rule.get("onExitCodes")
+            if codes is None:
+                continue
+            matches = (EXIT_NOT_READY in codes["values"]) == (codes["operator"] == "In")
+            assert not matches or rule["action"] == "Count", (target, rule)
+        assert spec.get("backoffLimit", spec.get("backoffLimitPerIndex", 6)) > 0, target
 
 
 def test_pod_is_restricted_with_a_writable_scratch_volume() -> None:
