@@ -105,6 +105,7 @@ CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 SINGLE_RUN_TARGETS = ["base", "overlays/symbolic", "overlays/imperative", "overlays/custom-loop"]
 
 
+@pytest.mark.slow  # checkov takes about 15 s.
 def test_checkov_finds_no_failure_in_the_dockerfile_and_every_rendering(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], queued_k8s: Path
 ) -> None:

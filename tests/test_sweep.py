@@ -211,6 +211,7 @@ def test_sweep_creates_the_job_through_the_client(kube_api: ApiDouble, capsys: p
     assert out.startswith(f"created Job lr-sweep in namespace {NAMESPACE}: 3 points, 3 at once\n")
 
 
+@pytest.mark.slow
 def test_a_resubmitted_sweep_point_that_already_finished_exits_0_and_trains_nothing(
     run_job: RunJob, tiny_tarball: Path, tmp_path: Path
 ) -> None:
