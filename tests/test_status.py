@@ -340,6 +340,20 @@ def test_follow_takes_the_exit_code_from_the_failed_indexes(
     assert err.endswith(f"error: Job run-1 failed ({reason}: {message}; {detail})\n"), err
 
 
+def test_follow_of_a_job_whose_retries_all_met_an_unready_environment_exits_6(
+    kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 6 matches no podFailurePolicy rule: the Job retried it on new pods until backoffLimit was used up."""
+    message = "Job has reached the specified backoff limit"
+    pods = [ended(f"run-1-{n}", 6, f"2026-01-01T01:0{n}:00Z") for n in range(4)]
+    store(kube_api, job(status=failed("BackoffLimitExceeded", message, failed=4)), *pods)
+    for n in range(4):
+        add_log(kube_api, f"run-1-{n}", b"")
+    code, _, err = run_cli(["logs", "run-1", "--follow", "--namespace", NAMESPACE], capsys)
+    assert code == 6
+    assert err.endswith(f"error: Job run-1 failed (BackoffLimitExceeded: {message}, last exit code 6)\n"), err
+
+
 # logs --follow ---------------------------------------------------------------------------------------------------
 def test_logs_follow_alone_streams_and_exits_0_on_complete(
     kube_api: ApiDouble, capsys: pytest.CaptureFixture[str]

@@ -14,10 +14,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from job.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_OUTPUT, EXIT_UNEXPECTED, EXIT_USAGE
+from job.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_NOT_READY, EXIT_OUTPUT, EXIT_UNEXPECTED, EXIT_USAGE
 from job.kube.render import CONTAINER, JOB_NAME_LABEL, Manifest
 
-CONTRACT_CODES = {EXIT_USAGE, EXIT_DATA, EXIT_OUTPUT, EXIT_DIVERGED}  # Exit codes the Job fails on at once.
+# The trainer's codes that name why the Job failed: 2-5 (FailJob at once), and 6 (environment never ready, once
+# backoffLimit is used up). Anything else (1, a peer's 75 or 137) becomes 1.
+CONTRACT_CODES = {EXIT_USAGE, EXIT_DATA, EXIT_OUTPUT, EXIT_DIVERGED, EXIT_NOT_READY}
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"  # Annotation (and, since 1.28, label) of Indexed pods.
 GPU = "nvidia.com/gpu"
 IMAGE_FIX = "check --image (registry, name, tag) and that the nodes may pull from that registry"
@@ -229,7 +231,7 @@ def failure(job: Manifest, pods: list[Manifest]) -> Failure:
 
 
 def contract_code(code: int | None) -> int:
-    """The trainer's code when it is one the Job fails on at once (2-5), else 1."""
+    """The trainer's code when it names why the Job failed (2-6), else 1."""
     return code if code is not None and code in CONTRACT_CODES else EXIT_UNEXPECTED
 
 
