@@ -201,12 +201,13 @@ def test_a_bad_flag_exits_2_with_one_line(docker: str, image: str) -> None:
         assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], result.stderr
 
 
-def test_require_gpu_on_a_cpu_exits_2_before_tensorflow_loads(
+def test_require_gpu_on_a_cpu_exits_6_before_tensorflow_loads(
     docker: str, image: str, data_dir: Path, tmp_path: Path
 ) -> None:
+    """No GPU where one is required: "environment not ready" (exit 6), which a Job retries on a new pod."""
     line = docker_run_command(docker, str(output_folder(tmp_path)), data_dir, "gpu", ARGS="--require-gpu")
     running = Running(line)
-    assert running.wait() == 2
+    assert running.wait() == 6
     lines = running.text().splitlines()
     assert len(lines) == 1 and "--require-gpu is set" in lines[0] and "--gpus all" in lines[0], lines
 
