@@ -157,26 +157,27 @@ def others(job: dict[str, Any]) -> list[Endpoint]:
     ]
 
 
-def reachable(policies: list[Policy], job: dict[str, Any]) -> dict[str, set[tuple[str, int]]]:
-    """For worker 0: {destination: the (protocol, port) pairs worker 0 can connect to}."""
-    source = worker(job, 0)
-    return {
-        target.name: {
+def connections(policies: list[Policy], job: dict[str, Any], outgoing: bool) -> dict[str, set[tuple[str, int]]]:
+    """For worker 0: {other address: the (protocol, port) pairs of the connections from worker 0 to it (outgoing)
+    or from it to worker 0}."""
+    zero = worker(job, 0)
+    found = {}
+    for other in others(job):
+        source, target = (zero, other) if outgoing else (other, zero)
+        found[other.name] = {
             (protocol, port) for protocol, port in PORTS if connects(policies, source, target, protocol, port)
         }
-        for target in others(job)
-    }
+    return found
+
+
+def reachable(policies: list[Policy], job: dict[str, Any]) -> dict[str, set[tuple[str, int]]]:
+    """For worker 0: {destination: the (protocol, port) pairs worker 0 can connect to}."""
+    return connections(policies, job, outgoing=True)
 
 
 def reachers(policies: list[Policy], job: dict[str, Any]) -> dict[str, set[tuple[str, int]]]:
     """For worker 0: {source: the (protocol, port) pairs on which it can connect to worker 0}."""
-    target = worker(job, 0)
-    return {
-        source.name: {
-            (protocol, port) for protocol, port in PORTS if connects(policies, source, target, protocol, port)
-        }
-        for source in others(job)
-    }
+    return connections(policies, job, outgoing=False)
 
 
 def expected_reach(job: dict[str, Any], peers: bool) -> dict[str, set[tuple[str, int]]]:
