@@ -1,7 +1,9 @@
 """Shared fixtures: small generated CIFAR-10-format data, a CLI runner, and real servers (fake-gcs-server, kmock).
 
-Tests drive `python -m job` in a subprocess, as a user or a pod would: real exit codes, real stderr,
-a fresh TensorFlow each time.
+Tests drive `python -m job` in a process of its own, as a user or a pod would: real exit codes, signals,
+stdout and stderr, a fresh TensorFlow runtime each time. The process is forked from one that has imported
+TensorFlow already (tests/forkserver.py: half of each trainer's CPU was imports), unless its environment
+changes what imports read; JOB_TESTS_FORK=0 starts a fresh interpreter every time.
 """
 
 from __future__ import annotations
@@ -10,14 +12,13 @@ import fcntl
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from job.data import Cifar10, write_tarball
-from tests.helpers import ROOT, TINY_TRAIN, job_env, make_cifar_like, start_job
+from tests.helpers import ROOT, TINY_TRAIN, JobProcess, job_env, make_cifar_like, start_job
 
 pytest_plugins = ["tests.gcs_fixtures"]
 
@@ -101,11 +102,11 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory, run_job: RunJob, tiny
 
 
 @pytest.fixture
-def processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+def processes() -> Iterator[Callable[..., JobProcess]]:
     """Start trainers in the background; any still running when the test ends (it failed) is killed."""
-    started: list[subprocess.Popen[str]] = []
+    started: list[JobProcess] = []
 
-    def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def start(args: list[str], env: dict[str, str] | None = None) -> JobProcess:
         process = start_job(args, job_env(env))
         started.append(process)
         return process
@@ -135,16 +136,17 @@ def without_tensorflow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, st
 
 @pytest.fixture(scope="session")
 def run_job() -> RunJob:
-    """Run `python -m job ARGS...` in a subprocess; returns the completed process (never raises on exit codes)."""
+    """Run `python -m job ARGS...` to its end (see `start_job`); returns the completed process (never raises on
+    exit codes)."""
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "job", *args],
-            capture_output=True,
-            text=True,
-            env=job_env(env),
-            timeout=timeout,
-            cwd=ROOT,
-        )
+        process = start_job(list(args), job_env(env))
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+        return subprocess.CompletedProcess(process.args, process.wait(), stdout, stderr)
 
     return run

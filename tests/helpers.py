@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from job.data import Cifar10
+from tests.forkserver import ForkedJob, ForkServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,14 +22,24 @@ def job_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), **(extra or {})}
 
 
-def start_job(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """Start `python -m job ARGS...` in the background, as a pod would (stdout and stderr captured)."""
+# Trainers fork from a process that has TensorFlow imported (tests/forkserver.py); one per pytest worker.
+FORK_SERVER = ForkServer()
+JobProcess = subprocess.Popen[str] | ForkedJob
+
+
+def start_job(args: list[str], env: dict[str, str] | None = None) -> JobProcess:
+    """Start `python -m job ARGS...` in the background, as a pod would (stdout and stderr captured): forked
+    from the fork server, or a fresh interpreter when `env` changes what imports read."""
+    env = env if env is not None else job_env()
+    forked = FORK_SERVER.launch(args, env, server_env=job_env())
+    if forked is not None:
+        return forked
     return subprocess.Popen(
         [sys.executable, "-m", "job", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env if env is not None else job_env(),
+        env=env,
         cwd=ROOT,
     )
 

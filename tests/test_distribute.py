@@ -12,7 +12,6 @@ import json
 import random
 import re
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 
 from job.gcs import GcsStore
 from tests.conftest import RunJob
-from tests.helpers import TINY_TRAIN, epoch_records
+from tests.helpers import TINY_TRAIN, JobProcess, epoch_records
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +86,7 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_replica(
     assert_same_training(tmp_path / "mirrored", single[loop], tolerance=0.01)
 
 
-Workers = list[subprocess.Popen[str]]
+Workers = list[JobProcess]
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from job import lease
 from job.errors import OutputError
 from job.gcs import GcsStore
 from tests.conftest import RunJob
-from tests.helpers import TINY_TRAIN, epoch_records, job_env, read_jsonl, start_job
+from tests.helpers import TINY_TRAIN, JobProcess, epoch_records, job_env, read_jsonl, start_job
 
 pytestmark = pytest.mark.slow
 
@@ -229,7 +229,7 @@ def test_no_readable_checkpoint_is_exit_4_naming_the_folder(
 # --- Two writers ---------------------------------------------------------------------------------------------------
 
 
-def wait_for_line(process: subprocess.Popen[str], text: str) -> None:
+def wait_for_line(process: JobProcess, text: str) -> None:
     """Read the process's stdout until a line contains text (it must not end first)."""
     assert process.stdout is not None
     for line in process.stdout:

@@ -29,7 +29,7 @@ import pytest
 from job.data import write_tarball
 from job.gcs import GcsStore
 from tests.conftest import RunJob, built_once_per_session
-from tests.helpers import epoch_records, make_cifar_like, read_jsonl
+from tests.helpers import JobProcess, epoch_records, make_cifar_like, read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def train_args(tarball: Path, output: str, run_id: str, loop: str) -> list[str]:
     return [*args, *FLAGS, *LOOP_FLAGS[loop]]
 
 
-def wait_for_record(records: Records, epoch: int, step: int | None, process: subprocess.Popen[str]) -> None:
+def wait_for_record(records: Records, epoch: int, step: int | None, process: JobProcess) -> None:
     """Poll (every 10 ms) until the record of `epoch` (step None) or of its `step` is written."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
