@@ -7,29 +7,15 @@ python -m job train --api imperative --loop custom --data cifar-10-python.tar.gz
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
 from job import errors, progress, stopping
-from job.config import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_EPOCHS,
-    DEFAULT_LEARNING_RATE,
-    DEFAULT_MOMENTUM,
-    DEFAULT_OUTPUT,
-    DEFAULT_SEED,
-    DEFAULT_VALIDATION_SIZE,
-    Api,
-    LogFormat,
-    Loop,
-    Precision,
-    StrategyKind,
-    TrainConfig,
-    Xla,
-)
+from job.config import SETTINGS, LogFormat, TrainConfig
 
 app = typer.Typer(
     help="Train the Keras CIFAR-10 chapter's classifier as a batch job (locally, in Docker or on Kubernetes).",
@@ -62,111 +48,14 @@ def show_help_without_command(
         typer.echo(context.get_help())
 
 
-@app.command()
-def train(
-    api: Annotated[
-        Api, typer.Option(envvar="JOB_API", help="Model style: keras.Sequential or a subclassed keras.Model.")
-    ] = Api.symbolic,
-    loop: Annotated[
-        Loop, typer.Option(envvar="JOB_LOOP", help="Training loop: model.fit or a GradientTape loop.")
-    ] = Loop.fit,
-    epochs: Annotated[int, typer.Option(envvar="JOB_EPOCHS")] = DEFAULT_EPOCHS,
-    batch_size: Annotated[int, typer.Option(envvar="JOB_BATCH_SIZE", help="Global batch size.")] = DEFAULT_BATCH_SIZE,
-    learning_rate: Annotated[
-        float, typer.Option(envvar="JOB_LEARNING_RATE", help="SGD learning rate.")
-    ] = DEFAULT_LEARNING_RATE,
-    momentum: Annotated[float, typer.Option(envvar="JOB_MOMENTUM", help="SGD momentum.")] = DEFAULT_MOMENTUM,
-    seed: Annotated[int, typer.Option(envvar="JOB_SEED", help="Seeds weights and shuffling.")] = DEFAULT_SEED,
-    validation_size: Annotated[
-        int, typer.Option(envvar="JOB_VALIDATION_SIZE", help="Validation = test[:N], test = test[N:].")
-    ] = DEFAULT_VALIDATION_SIZE,
-    data: Annotated[
-        str | None,
-        typer.Option(
-            envvar="JOB_DATA",
-            help="cifar-10-python.tar.gz, its extracted folder, an .npz, or gs://... (default: Keras download).",
-        ),
-    ] = None,
-    output: Annotated[
-        str | None,
-        typer.Option(
-            envvar="JOB_OUTPUT",
-            help=f"Local folder or gs://BUCKET/PREFIX (default: {DEFAULT_OUTPUT}, or $AIP_MODEL_DIR on Vertex AI).",
-        ),
-    ] = None,
-    run_id: Annotated[
-        str,
-        typer.Option(
-            envvar="JOB_RUN_ID", help="Run folder name (default: api-loop-UTC time-suffix); reuse it to resume."
-        ),
-    ] = "",
-    overwrite: Annotated[
-        bool, typer.Option(envvar="JOB_OVERWRITE", help="Replace a finished run with the same id.")
-    ] = False,
-    require_gpu: Annotated[
-        bool, typer.Option(envvar="JOB_REQUIRE_GPU", help="Fail (exit 2) if no GPU is visible.")
-    ] = False,
-    precision: Annotated[
-        Precision, typer.Option(envvar="JOB_PRECISION", help="auto: float16 on GPU, bfloat16 on CPUs with it.")
-    ] = Precision.auto,
-    xla: Annotated[Xla, typer.Option(envvar="JOB_XLA", help="XLA compilation (auto: on for GPU only).")] = Xla.auto,
-    log_format: Annotated[
-        LogFormat, typer.Option(envvar="JOB_LOG_FORMAT", help="Progress lines as text or JSON.")
-    ] = LogFormat.text,
-    checkpoint_every_steps: Annotated[
-        int,
-        typer.Option(envvar="JOB_CHECKPOINT_EVERY_STEPS", help="Also checkpoint every N steps (0: epoch ends only)."),
-    ] = 0,
-    strategy: Annotated[
-        StrategyKind,
-        typer.Option(
-            envvar="JOB_STRATEGY",
-            help="tf.distribute: auto = multiworker with TF_CONFIG or an Indexed Job, mirrored with >1 GPU.",
-        ),
-    ] = StrategyKind.auto,
-    steps_per_execution: Annotated[
-        int,
-        typer.Option(
-            envvar="JOB_STEPS_PER_EXECUTION",
-            help="Training steps per call into TensorFlow (0: auto = 10, aligned to logs and checkpoints).",
-        ),
-    ] = 0,
-    model_version: Annotated[
-        int | None,
-        typer.Option(
-            envvar="JOB_MODEL_VERSION",
-            help="Export the SavedModel to model/N/, TF Serving's layout (default 1; on Vertex AI: AIP_MODEL_DIR).",
-        ),
-    ] = None,
-) -> None:
+def train(**options: Any) -> None:
     """Train one model style with one loop and write a run folder (config, metrics, model, summary)."""
     from job.config import resolve_output, validate
     from job.sweep import sweep_point
 
     stopping.install()  # First: a stop request from here on is honoured at the next safe point.
-    output, run_id, version = resolve_output(output, run_id, model_version)  # Vertex AI's AIP_* decide there.
-    requested = TrainConfig(
-        api=api,
-        loop=loop,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        momentum=momentum,
-        seed=seed,
-        validation_size=validation_size,
-        data=data,
-        output=output,
-        run_id=run_id,
-        overwrite=overwrite,
-        require_gpu=require_gpu,
-        precision=precision,
-        xla=xla,
-        log_format=log_format,
-        checkpoint_every_steps=checkpoint_every_steps,
-        strategy=strategy,
-        steps_per_execution=steps_per_execution,
-        model_version=version,
-    )
+    output, run_id, version = resolve_output(options["output"], options["run_id"], options["model_version"])
+    requested = TrainConfig(**{**options, "output": output, "run_id": run_id, "model_version": version})
     # In a sweep's Indexed Job each pod trains one grid point into its own run: <sweep name>-<index>.
     point = sweep_point(os.environ, sweep_name=run_id or None)
     config = validate(dataclasses.replace(requested, **point) if point else requested)
@@ -186,13 +75,28 @@ def train(
 
             run(config, prepared)
         except errors.OutputError as error:
-            if prepared.writer.store.local_root() is not None:
+            if not prepared.writer.store.is_copy(prepared.writer.staging):
                 raise
             # Nothing is lost when the bucket fails midway: say where the local copy is.
             raise errors.OutputError(f"{error} (the run's local copy is kept in {prepared.writer.staging})") from None
         finally:
             if prepared.lease is not None:
                 prepared.lease.release()
+
+
+def train_options() -> inspect.Signature:
+    """`train`'s typer options, one per setting declared in job.config, in declaration order."""
+    types = get_type_hints(TrainConfig)
+    options = []
+    for name, declared in SETTINGS.items():
+        kind, default = (types[name] | None, None) if declared.resolved_later else (types[name], declared.default)
+        option = typer.Option(default, envvar=declared.env, help=declared.help)
+        options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind))
+    return inspect.Signature(options)
+
+
+train.__signature__ = train_options()  # type: ignore[attr-defined]
+app.command()(train)
 
 
 def one_line(message: str) -> str:
@@ -205,7 +109,7 @@ def json_lines_requested(argv: list[str]) -> bool:
     too, including a usage error typer reports before `train` runs."""
     if not argv or argv[0] != "train":
         return False
-    value = os.environ.get("JOB_LOG_FORMAT", "")
+    value = os.environ.get(SETTINGS["log_format"].env, "")
     for index, arg in enumerate(argv):
         if arg == "--log-format" and index + 1 < len(argv):
             value = argv[index + 1]

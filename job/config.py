@@ -6,10 +6,12 @@ import math
 import os
 import re
 import secrets
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from pathlib import Path
+from typing import Any
 
 from job.errors import DataError, UsageError
 from job.storage import check_output_location, is_gcs, parse_gcs_url
@@ -56,45 +58,213 @@ class LogFormat(StrEnum):
     json = "json"
 
 
-# The chapter's hyper-parameters; every default below reproduces it.
-DEFAULT_EPOCHS = 5
-DEFAULT_BATCH_SIZE = 200  # 50,000 // 200 = 250 steps per epoch.
-DEFAULT_LEARNING_RATE = 0.1  # SGD; stable only because the model scales pixels to [0, 1].
-DEFAULT_MOMENTUM = 0.9
-DEFAULT_VALIDATION_SIZE = 500  # validation = test[:500], test = test[500:].
-DEFAULT_SEED = 42  # Fixed, so a retried pod reshuffles exactly as the first attempt did.
 DEFAULT_OUTPUT = "runs"
 DEFAULT_MODEL_VERSION = 1  # TF Serving loads <model_base_path>/<version>/; a run exports one version.
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
+def valid_run_id(run_id: str) -> bool:
+    """A run id is one safe path segment: letters, digits, '.', '_' and '-', no '..', at most 100 characters."""
+    return bool(RUN_ID.match(run_id)) and ".." not in run_id
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A bound on one setting: the test, and the one line that names the flag and the fix when it fails."""
+
+    accepts: Callable[[Any], bool]
+    message: str  # Formatted with {flag} and {value}.
+
+
+def at_least(low: int, why: str = "") -> Rule:
+    return Rule(lambda value: value >= low, f"{{flag}} must be at least {low}{why}, got {{value}}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One `train` setting, declared once: its option, bound, resume rule and README row come from here.
+
+    The flag is --<name with dashes> and the env var JOB_<NAME>; unset values (None, "") are not checked.
+    """
+
+    help: str | None = None  # train --help's text (typer adds the env var and the default).
+    rule: Rule | None = None
+    resume: bool = False  # An unfinished run continues only with the same value (job.preflight).
+    resolved_later: bool = False  # The option defaults to None: resolve_output decides (Vertex AI's AIP_*).
+    readme: str | None = None  # The meaning column of README.md's flag table; None: not listed there.
+    readme_default: str | None = None  # The default column, when the value alone does not say it.
+    name: str = ""  # Filled in from the field.
+    default: object = None  # Filled in from the field.
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "JOB_" + self.name.upper()
+
+    def check(self, value: object) -> None:
+        """Exit 2 with one line when the value breaks this setting's rule."""
+        if self.rule is not None and value not in (None, "") and not self.rule.accepts(value):
+            raise UsageError(self.rule.message.format(flag=self.flag, value=value))
+
+
+def setting(default: Any, **declared: Any) -> Any:
+    """A TrainConfig field with its default and how it is set and checked (see Setting)."""
+    return field(default=default, metadata={"setting": Setting(**declared)})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    api: Api = Api.symbolic
-    loop: Loop = Loop.fit
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = DEFAULT_BATCH_SIZE
-    learning_rate: float = DEFAULT_LEARNING_RATE
-    momentum: float = DEFAULT_MOMENTUM
-    seed: int = DEFAULT_SEED
-    validation_size: int = DEFAULT_VALIDATION_SIZE
-    data: str | None = None  # None: the Keras download and cache.
-    output: str = DEFAULT_OUTPUT
-    run_id: str = ""
-    overwrite: bool = False
-    require_gpu: bool = False
-    precision: Precision = Precision.auto
-    xla: Xla = Xla.auto
-    log_format: LogFormat = LogFormat.text
-    checkpoint_every_steps: int = 0  # 0: checkpoint at the end of every epoch only.
-    strategy: StrategyKind = StrategyKind.auto
-    steps_per_execution: int = 0  # 0: auto (job.stepping); a speed setting only, results do not depend on it.
-    model_version: int | None = DEFAULT_MODEL_VERSION  # None: the SavedModel is model/ itself (Vertex AI).
+    """Every training setting; each default reproduces the chapter."""
+
+    api: Api = setting(
+        Api.symbolic,
+        resume=True,
+        help="Model style: keras.Sequential or a subclassed keras.Model.",
+        readme="`symbolic` (Sequential) or `imperative` (subclassed Model)",
+    )
+    loop: Loop = setting(
+        Loop.fit,
+        resume=True,
+        help="Training loop: model.fit or a GradientTape loop.",
+        readme="`fit` (`model.fit`) or `custom` (GradientTape loop)",
+    )
+    epochs: int = setting(5, rule=at_least(1), readme="passes over the training images; a resumed run may add more")
+    batch_size: int = setting(
+        200,
+        rule=at_least(1),
+        resume=True,
+        help="Global batch size.",
+        readme="global batch; 50,000 // 200 = 250 steps per epoch",
+    )
+    learning_rate: float = setting(
+        0.1,  # Stable only because the model scales pixels to [0, 1].
+        rule=Rule(
+            lambda rate: math.isfinite(rate) and rate > 0, "{flag} must be a positive finite number, got {value}"
+        ),
+        resume=True,
+        help="SGD learning rate.",
+        readme="SGD, as in the chapter",
+    )
+    momentum: float = setting(
+        0.9,
+        rule=Rule(
+            lambda momentum: math.isfinite(momentum) and 0 <= momentum < 1, "{flag} must be in [0, 1), got {value}"
+        ),
+        resume=True,
+        help="SGD momentum.",
+        readme="SGD, as in the chapter",
+    )
+    seed: int = setting(
+        42,  # Fixed, so a retried pod reshuffles exactly as the first attempt did.
+        resume=True,
+        help="Seeds weights and shuffling.",
+        readme="weights and the per-epoch shuffle; fixed so a retried pod repeats the same run",
+    )
+    validation_size: int = setting(
+        500,
+        rule=at_least(1),
+        resume=True,
+        help="Validation = test[:N], test = test[N:].",
+        readme="validation = `test[:500]`, test = `test[500:]`",
+    )
+    data: str | None = setting(
+        None,  # The Keras download and cache.
+        help="cifar-10-python.tar.gz, its extracted folder, an .npz, or gs://... (default: Keras download).",
+        readme="`cifar-10-python.tar.gz`, its extracted `cifar-10-batches-py/` folder, an `.npz` with "
+        "`x_train y_train x_test y_test`, or any of these on `gs://`",
+        readme_default="Keras download",
+    )
+    output: str = setting(
+        DEFAULT_OUTPUT,
+        resolved_later=True,
+        help=f"Local folder or gs://BUCKET/PREFIX (default: {DEFAULT_OUTPUT}, or $AIP_MODEL_DIR on Vertex AI).",
+        readme="local folder or `gs://BUCKET[/PREFIX][/]`",
+        readme_default="`runs` (on Vertex AI: from `$AIP_MODEL_DIR`, below)",
+    )
+    run_id: str = setting(
+        "",  # Filled in by validate().
+        rule=Rule(
+            valid_run_id,
+            "{flag} {value!r} is not a valid run id: use letters, digits, '.', '_' and '-' "
+            "(no '/', no '..', at most 100 characters)",
+        ),
+        help="Run folder name (default: api-loop-UTC time-suffix); reuse it to resume.",
+        readme="the run folder's name; **rerunning with the same id resumes** an unfinished run",
+        readme_default="`api-loop-UTCtime-xxxx`",
+    )
+    overwrite: bool = setting(
+        False, help="Replace a finished run with the same id.", readme="replace a *finished* run with the same id"
+    )
+    require_gpu: bool = setting(
+        False,
+        help="Fail (exit 2) if no GPU is visible.",
+        readme="exit 6 at once when no NVIDIA GPU is visible, instead of training on CPU for hours "
+        "(a Job tries a new pod)",
+    )
+    precision: Precision = setting(
+        Precision.auto,
+        help="auto: float16 on GPU, bfloat16 on CPUs with it.",
+        readme="`float32`, `mixed_bfloat16`, `mixed_float16`; auto = float16 on NVIDIA GPUs with compute capability "
+        "≥ 7, bfloat16 on CPUs with AVX-512 BF16/AMX, else float32. The softmax always runs in float32",
+    )
+    xla: Xla = setting(
+        Xla.auto,
+        help="XLA compilation (auto: on for GPU only).",
+        readme="XLA compilation; auto = on for GPUs, off on CPU (measured 0.44× here)",
+    )
+    log_format: LogFormat = setting(
+        LogFormat.text,
+        help="Progress lines as text or JSON.",
+        readme="`json`: every line, stdout and stderr (errors too), one JSON object with `severity` and `message`, "
+        "the fields Cloud Logging classifies by",
+    )
+    checkpoint_every_steps: int = setting(
+        0,  # Checkpoint at the end of every epoch only.
+        rule=Rule(lambda steps: steps >= 0, "{flag} must be 0 (epoch ends only) or more, got {value}"),
+        help="Also checkpoint every N steps (0: epoch ends only).",
+        readme="custom loop only: also checkpoint every N steps (resumes mid-epoch); `fit` resumes at epoch ends and "
+        "refuses a non-zero value (exit 2). The custom-loop overlay's ConfigMap sets 100",
+    )
+    strategy: StrategyKind = setting(
+        StrategyKind.auto,
+        help="tf.distribute: auto = multiworker with TF_CONFIG or an Indexed Job, mirrored with >1 GPU.",
+    )
+    steps_per_execution: int = setting(
+        0,  # Auto (job.stepping); a speed setting only, results do not depend on it.
+        rule=Rule(lambda steps: steps >= 0, "{flag} must be 0 (auto) or more, got {value}"),
+        help="Training steps per call into TensorFlow (0: auto = 10, aligned to logs and checkpoints).",
+        readme="training steps per call into TensorFlow, in both loops; speed only, the numbers trained are the same "
+        "(tested). `fit` lowers it to a divisor of the epoch and of the 100-step log; the custom loop ends a call "
+        "on every logged or checkpointed step. A stop signal is seen within N steps",
+        readme_default="0 (auto = 10)",
+    )
+    model_version: int | None = setting(
+        DEFAULT_MODEL_VERSION,  # None: the SavedModel is model/ itself (Vertex AI).
+        resolved_later=True,
+        rule=at_least(1, " (TF Serving's version folders)"),
+        help="Export the SavedModel to model/N/, TF Serving's layout (default 1; on Vertex AI: AIP_MODEL_DIR).",
+        readme="the SavedModel goes to `model/N/`, TF Serving's `<model_base_path>/<version>/` "
+        "(on Vertex AI: into `$AIP_MODEL_DIR` itself)",
+    )
 
     def to_json(self) -> dict[str, object]:
         """Plain JSON values, enums as their names."""
         return {key: value.value if isinstance(value, Enum) else value for key, value in asdict(self).items()}
+
+
+SETTINGS = {
+    declared.name: replace(declared.metadata["setting"], name=declared.name, default=declared.default)
+    for declared in fields(TrainConfig)
+}
+
+
+def check_setting(name: str, value: object) -> None:
+    """Exit 2 with one line when `value` breaks the bound declared for setting `name` (e.g. submit's --epochs)."""
+    SETTINGS[name].check(value)
 
 
 def resolve_output(
@@ -131,28 +301,18 @@ def resolve_output(
     return place.output, place.run_id, None
 
 
-def default_run_id(api: Api, loop: Loop) -> str:
-    """api-loop-UTC time-random suffix, e.g. symbolic-fit-20261126T153000Z-3f9a."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{api.value}-{loop.value}-{stamp}-{secrets.token_hex(2)}"
+def new_run_id(*names: str, stamp: str = "%Y%m%dT%H%M%SZ") -> str:
+    """names-UTC time-random suffix, e.g. symbolic-fit-20261126T153000Z-3f9a: unique and sortable.
+
+    A Kubernetes Job's name is also its run id (job.kube.render): there the stamp is lowercase, 20261126-153000.
+    """
+    return "-".join([*names, datetime.now(UTC).strftime(stamp), secrets.token_hex(2)])
 
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Reject bad values with one line naming the flag and the fix; fill in the run id."""
-    if config.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {config.epochs}")
-    if config.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
-    if not math.isfinite(config.learning_rate) or config.learning_rate <= 0:
-        raise UsageError(f"--learning-rate must be a positive finite number, got {config.learning_rate}")
-    if not math.isfinite(config.momentum) or not 0 <= config.momentum < 1:
-        raise UsageError(f"--momentum must be in [0, 1), got {config.momentum}")
-    if config.validation_size < 1:
-        raise UsageError(f"--validation-size must be at least 1, got {config.validation_size}")
-    if config.checkpoint_every_steps < 0:
-        raise UsageError(
-            f"--checkpoint-every-steps must be 0 (epoch ends only) or more, got {config.checkpoint_every_steps}"
-        )
+    for name, declared in SETTINGS.items():
+        declared.check(getattr(config, name))
     if config.checkpoint_every_steps and config.loop == Loop.fit:
         # fit resumes at epoch boundaries (job.train), so a mid-epoch checkpoint could only be ignored or, worse,
         # resumed as if its epoch had ended: refuse it rather than let a user count on it.
@@ -160,22 +320,10 @@ def validate(config: TrainConfig) -> TrainConfig:
             f"--checkpoint-every-steps/JOB_CHECKPOINT_EVERY_STEPS {config.checkpoint_every_steps} needs --loop custom: "
             "fit checkpoints at the end of every epoch only; drop it (0) or train with --loop custom"
         )
-    if config.steps_per_execution < 0:
-        raise UsageError(f"--steps-per-execution must be 0 (auto) or more, got {config.steps_per_execution}")
-    if config.run_id and (not RUN_ID.match(config.run_id) or ".." in config.run_id):
-        raise UsageError(
-            f"--run-id {config.run_id!r} is not a valid run id: use letters, digits, '.', '_' and '-' "
-            "(no '/', no '..', at most 100 characters)"
-        )
-    if config.model_version is not None and config.model_version < 1:
-        raise UsageError(
-            f"--model-version must be at least 1 (TF Serving's version folders), got {config.model_version}"
-        )
     check_output_location(config.output)
     if config.data is not None:
         check_data_location(config.data)
-    run_id = config.run_id or default_run_id(config.api, config.loop)
-    return TrainConfig(**{**config.__dict__, "run_id": run_id})
+    return replace(config, run_id=config.run_id or new_run_id(config.api.value, config.loop.value))
 
 
 def check_data_location(data: str) -> None:

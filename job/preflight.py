@@ -13,7 +13,7 @@ from pathlib import Path
 from job import cluster_env, data, lease
 from job.artifacts import CONFIG, SUMMARY, RunWriter, default_staging_root
 from job.cluster_env import is_chief, resolve_tf_config
-from job.config import StrategyKind, TrainConfig
+from job.config import SETTINGS, StrategyKind, TrainConfig
 from job.errors import EnvironmentNotReady, OutputError, UsageError
 from job.lease import Lease
 from job.storage import is_gcs, open_store
@@ -89,9 +89,9 @@ def worker_count(config: TrainConfig) -> int:
     return cluster_env.worker_count(resolve_tf_config(os.environ))
 
 
-# Settings that must match for a rerun to continue an unfinished run (epochs may grow; paths may move).
-# The resolved precision is compared too, once the hardware is known (job.train).
-RESUME_KEYS = ("api", "loop", "batch_size", "learning_rate", "momentum", "seed", "validation_size")
+# Settings that must match for a rerun to continue an unfinished run (declared with resume=True in job.config;
+# epochs may grow, paths may move). The resolved precision is compared too, once the hardware is known (job.train).
+RESUME_KEYS = tuple(name for name, declared in SETTINGS.items() if declared.resume)
 
 
 # A finished run is the same run only if it also trained as many epochs in the requested precision.
