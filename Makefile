@@ -67,6 +67,10 @@ lint: $(STAMP) ## ruff and mypy.
 format: $(STAMP) ## Apply ruff's fixes and formatting.
 	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
 
+.PHONY: flag-table
+flag-table: $(STAMP) ## Rewrite README.md's train flag table from the settings declared in job/config.py.
+	$(PY) -m tests.test_readme_flags
+
 .PHONY: test
 # pytest on every core (xdist), slow tests first and handed out two at a time (xdist's default chunks would give
 # one worker all the slow ones); expensive shared fixtures are built once for all workers (tests/conftest.py).
