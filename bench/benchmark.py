@@ -86,7 +86,9 @@ def train_variant(variant: str, data: Path, epochs: int, scratch: Path, tag: str
     command = [sys.executable, "-m", "job", "train", "--api", api, "--loop", loop, "--data", str(data)]
     run_quiet([*command, "--output", str(scratch), "--run-id", run_id, "--epochs", str(epochs)])
     run_dir = scratch / run_id
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    from job.metrics import decode
+
+    metrics, _ = decode((run_dir / "metrics.jsonl").read_bytes())
     config = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     return {

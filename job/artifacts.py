@@ -15,9 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from job import metrics
 from job.errors import OutputError
 from job.faults import append_whole, write_atomically
-from job.storage import LocalStore, Store
+from job.metrics import Record
+from job.storage import LocalStore, Store, check_out, discard_copy
 
 log = logging.getLogger(__name__)
 
@@ -30,31 +32,15 @@ SAVED_MODEL = "model"
 KERAS_MODEL = "model.keras"
 
 
-def metric_lines(records: list[dict[str, Any]]) -> bytes:
-    """Records as metrics.jsonl lines: one JSON object per line, keys sorted."""
-    return "".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode()
-
-
-def metric_records(raw: bytes) -> tuple[list[dict[str, Any]], list[int]]:
-    """metrics.jsonl's step and epoch records, and the numbers of the lines that are not one (torn, foreign)."""
-    records: list[dict[str, Any]] = []
-    damaged: list[int] = []
-    for number, line in enumerate(raw.decode(errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if (
-            isinstance(record, dict)
-            and record.get("kind") in ("step", "epoch")
-            and isinstance(record.get("epoch"), int)
-        ):
-            records.append(record)
-        else:
-            damaged.append(number)
-    return records, damaged
+def parse_json(raw: bytes | None) -> dict[str, Any] | None:
+    """A JSON object, {} if the file is unreadable, None if it is absent."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def default_staging_root() -> Path:
@@ -68,8 +54,7 @@ class RunWriter:
     def __init__(self, store: Store, run_id: str, staging_root: Path | None = None) -> None:
         self.store = store.child(run_id)
         self.run_id = run_id
-        local = self.store.local_root()
-        self.staging = local if local is not None else (staging_root or default_staging_root()) / run_id
+        self.staging = self.store.staging((staging_root or default_staging_root()) / run_id)
         self.url = self.store.url
         self.scratch_root: Path | None = None  # Set on a worker's private copy: deleted when it is done.
         self.mirrors: dict[str, Store] = {}  # Extra places a folder is also synced to (Vertex AI's AIP_* dirs).
@@ -87,10 +72,7 @@ class RunWriter:
         shadow.scratch_root = root
         shadow.staging.mkdir(parents=True)
         if state == "resume":
-            self.store.download_tree(CHECKPOINTS, shadow.path(CHECKPOINTS))
-            metrics = self.store.read_bytes(METRICS)
-            if metrics is not None:
-                shadow.path(METRICS).write_bytes(metrics)
+            check_out(self.store, shadow.staging, trees=[CHECKPOINTS], files=[METRICS])
         return shadow
 
     def path(self, name: str) -> Path:
@@ -122,28 +104,21 @@ class RunWriter:
         if state == "replace":
             log.warning("replacing the finished run %s (--overwrite)", self.url)
             self.store.delete_prefix("")
-        remote = self.store.local_root() is None
-        if remote and self.staging.exists():
-            shutil.rmtree(self.staging)
-        self.staging.mkdir(parents=True, exist_ok=True)
-        if remote and state == "resume":
-            for name in (CHECKPOINTS, TENSORBOARD):
-                self.store.download_tree(name, self.path(name))
-            for name in (CONFIG, METRICS):
-                data = self.store.read_bytes(name)
-                if data is not None:
-                    self.path(name).write_bytes(data)
+        if state == "resume":
+            check_out(self.store, self.staging, trees=[CHECKPOINTS, TENSORBOARD], files=[CONFIG, METRICS])
+        else:
+            check_out(self.store, self.staging)
 
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
         write_atomically(self.path(name), (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
         self.publish_file(name)
 
-    def read_metrics(self) -> list[dict[str, Any]]:
+    def read_metrics(self) -> list[Record]:
         """The run's records; a damaged line (cut off by a kill or a full disk) is dropped with a warning."""
         path = self.path(METRICS)
         if not path.exists():
             return []
-        records, damaged = metric_records(path.read_bytes())
+        records, damaged = metrics.decode(path.read_bytes())
         if damaged:
             log.warning(
                 "%s: dropped damaged line %s (cut off by a kill or a full disk); training resumes from the last "
@@ -153,10 +128,10 @@ class RunWriter:
             )
         return records
 
-    def keep_metrics_through(self, completed_epochs: int, completed_steps: int = 0) -> list[dict[str, Any]]:
+    def keep_metrics_through(self, completed_epochs: int, completed_steps: int = 0) -> list[Record]:
         """Drop records past the resume point, so a resumed run has no duplicate or missing epochs."""
 
-        def keep(record: dict[str, Any]) -> bool:
+        def keep(record: Record) -> bool:
             if record["epoch"] <= completed_epochs:
                 return True
             return (
@@ -169,27 +144,22 @@ class RunWriter:
         self._write_metrics(kept)
         return kept
 
-    def append_metrics(self, records: list[dict[str, Any]]) -> None:
+    def append_metrics(self, records: list[Record]) -> None:
         """Append locally, then publish the whole file so a person can follow a running job."""
-        append_whole(self.path(METRICS), metric_lines(records))
+        append_whole(self.path(METRICS), metrics.encode(records))
         self.store.upload_file(METRICS, self.path(METRICS))
 
-    def _write_metrics(self, records: list[dict[str, Any]]) -> None:
-        write_atomically(self.path(METRICS), metric_lines(records))
+    def _write_metrics(self, records: list[Record]) -> None:
+        write_atomically(self.path(METRICS), metrics.encode(records))
         self.publish_file(METRICS)
 
     def sync_tree(self, name: str, prune: bool = False) -> None:
         """Upload a folder; with `prune`, also delete stored files it no longer has (old checkpoints)."""
         if not self.path(name).is_dir():
             return
-        self.store.upload_tree(name, self.path(name))
+        self.store.upload_tree(name, self.path(name), prune=prune)
         if name in self.mirrors:
             self.mirrors[name].upload_tree("", self.path(name))
-        if prune and self.store.local_root() is None:
-            local = {str(path.relative_to(self.staging)) for path in self.path(name).rglob("*") if path.is_file()}
-            for key in self.store.list_keys(name):
-                if key not in local:
-                    self.store.delete_prefix(key)
 
     def publish_file(self, name: str) -> None:
         if self.path(name).is_dir():
@@ -209,5 +179,4 @@ class RunWriter:
 
     def cleanup_staging(self) -> None:
         """After a successful publish to a remote store the local copy is no longer needed."""
-        if self.store.local_root() is None and self.staging.exists():
-            shutil.rmtree(self.staging, ignore_errors=True)
+        discard_copy(self.store, self.staging)

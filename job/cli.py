@@ -75,7 +75,7 @@ def train(**options: Any) -> None:
 
             run(config, prepared)
         except errors.OutputError as error:
-            if prepared.writer.store.local_root() is not None:
+            if not prepared.writer.store.is_copy(prepared.writer.staging):
                 raise
             # Nothing is lost when the bucket fails midway: say where the local copy is.
             raise errors.OutputError(f"{error} (the run's local copy is kept in {prepared.writer.staging})") from None

@@ -1,4 +1,4 @@
-"""Cloud Storage behind gs:// URLs: the `Store` that publishes run folders, and the data fetcher.
+"""Cloud Storage behind gs:// URLs: the client, its retries and errors, and the `Store` that publishes runs.
 
 Everything goes through google-cloud-storage, never TensorFlow's gs:// filesystem (which cannot be
 pointed at a test server). Authentication is Application Default Credentials; with
@@ -6,8 +6,8 @@ STORAGE_EMULATOR_HOST set, the client talks to that emulator (fake-gcs-server in
 
     STORAGE_EMULATOR_HOST=http://127.0.0.1:4443 python -m job runs list gs://bucket/runs
 
-Only `job.storage.open_store` and the data loader import this module, so plain local runs never
-import google-cloud-storage.
+Only `job.storage.open_store`, the data fetcher (`job.fetch`), the lease and `predict` import this module,
+and only for gs://, so plain local runs never import google-cloud-storage.
 """
 
 from __future__ import annotations
@@ -15,22 +15,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import itertools
-import json
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
 
 import google.auth
-import google_crc32c
 import requests
 from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry
@@ -43,9 +38,9 @@ from google.cloud.storage import transfer_manager
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY, _should_retry
 
-from job.errors import DataError, EnvironmentNotReady, JobError, OutputError, UsageError
-from job.storage import parse_gcs_url
-from job.untrusted import MAX_DATA_BYTES, MAX_DATA_ENTRIES, check_names, check_size, contained_path
+from job.errors import EnvironmentNotReady, JobError, OutputError, UsageError
+from job.untrusted import check_names, contained_path
+from job.uri import gcs_url
 
 # The library retries 429, 408, 5xx and connection errors with exponential backoff (1 s doubling to
 # 60 s); this caps how long one request keeps trying before the job gives up with exit 4.
@@ -226,7 +221,7 @@ class GcsStore:
     def __init__(self, bucket: str, prefix: str = "", client: storage.Client | None = None) -> None:
         self.bucket_name = bucket
         self.prefix = prefix.strip("/")
-        self.url = f"gs://{bucket}/{self.prefix}".rstrip("/")
+        self.url = gcs_url(bucket, self.prefix)
         self._client = client or make_client()
         self._bucket = self._client.bucket(bucket)
         self._deadline = retry_deadline()
@@ -234,8 +229,14 @@ class GcsStore:
     def child(self, name: str) -> GcsStore:
         return GcsStore(self.bucket_name, self._name(name), self._client)
 
-    def local_root(self) -> Path | None:
-        return None
+    def staging(self, copy: Path) -> Path:
+        return copy
+
+    def is_copy(self, folder: Path) -> bool:
+        return True
+
+    def is_listable(self) -> bool:
+        return True  # A missing bucket fails the listing itself; an empty prefix lists nothing.
 
     def check_writable(self) -> None:
         """Create and delete a probe object: proves the bucket exists and the job may write there."""
@@ -272,24 +273,28 @@ class GcsStore:
             blob = self._bucket.blob(self._name(key))
             blob.upload_from_filename(str(source), retry=self._policy(), timeout=REQUEST_TIMEOUT)
 
-    def upload_tree(self, prefix: str, source_dir: Path) -> None:
-        """Upload every file below source_dir in parallel threads, largest first."""
+    def upload_tree(self, prefix: str, source_dir: Path, *, prune: bool = False) -> None:
+        """Upload every file below source_dir in parallel threads, largest first; `prune` deletes what it lacks."""
         files = sorted(
             (path for path in source_dir.rglob("*") if path.is_file()), key=lambda path: -path.stat().st_size
         )
-        if not files:
-            return
-        with self._errors(f"uploading {len(files)} files to", self._folder_key(prefix)):
-            transfer_manager.upload_many_from_filenames(
-                self._bucket,
-                [path.relative_to(source_dir).as_posix() for path in files],
-                source_directory=str(source_dir),
-                blob_name_prefix=self._folder(prefix),
-                upload_kwargs={"retry": self._policy(), "timeout": REQUEST_TIMEOUT},
-                raise_exception=True,
-                worker_type=transfer_manager.THREAD,
-                max_workers=MAX_WORKERS,
-            )
+        if files:
+            with self._errors(f"uploading {len(files)} files to", self._folder_key(prefix)):
+                transfer_manager.upload_many_from_filenames(
+                    self._bucket,
+                    [path.relative_to(source_dir).as_posix() for path in files],
+                    source_directory=str(source_dir),
+                    blob_name_prefix=self._folder(prefix),
+                    upload_kwargs={"retry": self._policy(), "timeout": REQUEST_TIMEOUT},
+                    raise_exception=True,
+                    worker_type=transfer_manager.THREAD,
+                    max_workers=MAX_WORKERS,
+                )
+        if prune:  # After the upload, so a kill in between leaves extra objects, never missing ones.
+            local = {self._folder_key(prefix) + path.relative_to(source_dir).as_posix() for path in files}
+            for key in self.list_keys(prefix):
+                if key not in local:
+                    self.delete_prefix(key)
 
     def download_tree(self, prefix: str, target_dir: Path) -> int:
         """Download every object below prefix into target_dir in parallel; return how many."""
@@ -314,10 +319,11 @@ class GcsStore:
             )
         return len(names)
 
-    def list_keys(self, prefix: str = "") -> list[str]:
-        root = self._folder("")
+    def list_keys(self, prefix: str = "", *, depth: int | None = None) -> list[str]:
+        root, folder = self._folder(""), self._folder(prefix)
         with self._errors("listing", self._folder_key(prefix)):
-            return sorted(blob.name[len(root) :] for blob in self._list(self._folder(prefix)))
+            names = [blob.name for blob in self._list(folder)]
+        return sorted(name[len(root) :] for name in names if depth is None or name[len(folder) :].count("/") < depth)
 
     def delete_prefix(self, prefix: str) -> None:
         """Delete the object named prefix and everything below it, blob by blob (no batch requests)."""
@@ -359,116 +365,3 @@ class GcsStore:
     def _errors(self, action: str, key: str) -> Iterator[None]:
         with gcs_errors(action, f"{self.url}/{key}", self.bucket_name):
             yield
-
-
-def default_cache_dir() -> Path:
-    """$JOB_CACHE_DIR, or ~/.cache/cifar10-job."""
-    return Path(os.environ.get("JOB_CACHE_DIR") or Path.home() / ".cache" / "cifar10-job").expanduser()
-
-
-def fetch_data(url: str, cache_dir: Path) -> Path:
-    """Download a gs:// object or folder into cache_dir once, verified by checksum; return the local path.
-
-    gs://b/data/cifar-10-python.tar.gz → CACHE/gcs/b/data/cifar-10-python.tar.gz;
-    gs://b/data/cifar-10-batches-py → CACHE/gcs/b/data/cifar-10-batches-py/ (every object below it).
-    A cached copy is reused while the object's generation is unchanged and its CRC32C still matches.
-    Object names and sizes are the bucket writer's choice: all are checked before any byte is written.
-    """
-    bucket_name, name = parse_gcs_url(url)
-    if not name:
-        raise DataError(f"--data {url} names a whole bucket: point it at the tarball, .npz or folder inside it")
-    client = make_client(DataError)
-    retry = retry_policy(retry_deadline())
-    with gcs_errors("reading data", url, bucket_name, DataError):
-        blob = client.bucket(bucket_name).get_blob(name, retry=retry, timeout=REQUEST_TIMEOUT)
-        if blob is not None:
-            blobs = [blob]
-        else:
-            listing = client.list_blobs(bucket_name, prefix=f"{name}/", retry=retry, timeout=REQUEST_TIMEOUT)
-            blobs = [blob for blob in itertools.islice(listing, MAX_DATA_ENTRIES + 1) if not blob.name.endswith("/")]
-        if not blobs:
-            raise DataError(
-                f"data source {url} does not exist: no object or folder by that name in bucket {bucket_name} "
-                "(upload cifar-10-python.tar.gz, its cifar-10-batches-py folder, or an .npz there)"
-            )
-        places = _cache_places(url, blobs, cache_dir / "gcs" / bucket_name, cache_dir / "gcs-verified" / bucket_name)
-        for blob, (target, record) in zip(blobs, places, strict=True):
-            fetch_blob(blob, target, record)
-    return cache_dir / "gcs" / bucket_name / name
-
-
-def _cache_places(url: str, blobs: list[storage.Blob], root: Path, records: Path) -> list[tuple[Path, Path]]:
-    """Where each object and its verification record go, refused as a whole if any name or size is unsafe."""
-    if len(blobs) > MAX_DATA_ENTRIES:
-        raise DataError(
-            f"data folder {url} holds more than {MAX_DATA_ENTRIES} objects: it is not CIFAR-10; "
-            "point --data at the tarball, the cifar-10-batches-py folder or an .npz"
-        )
-    check_names([blob.name for blob in blobs], f"data source {url}", DataError)
-    for blob in blobs:
-        check_size(blob.size or 0, MAX_DATA_BYTES, f"gs://{blob.bucket.name}/{blob.name}", DataError)
-    check_size(sum(blob.size or 0 for blob in blobs), MAX_DATA_BYTES, f"data source {url}", DataError)
-    return [
-        (
-            contained_path(root, blob.name, f"data source {url}", DataError),
-            contained_path(records, f"{blob.name}.json", f"data source {url}", DataError),
-        )
-        for blob in blobs
-    ]
-
-
-def fetch_blob(blob: storage.Blob, target: Path, record_path: Path) -> None:
-    """Download one object to target via a temporary name, unless a verified copy is already there."""
-    expected = {"generation": blob.generation, "size": blob.size, "crc32c": blob.crc32c, "md5": blob.md5_hash}
-    if target.is_file() and record_path.is_file() and read_record(record_path) == expected == digests(target, blob):
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    os.close(handle)
-    temporary = Path(temporary_name)
-    try:
-        # Pinning the generation means an object replaced mid-download fails instead of mixing versions.
-        blob.download_to_filename(
-            temporary,
-            if_generation_match=blob.generation,
-            retry=retry_policy(retry_deadline()),
-            timeout=REQUEST_TIMEOUT,
-        )
-        actual = digests(temporary, blob)
-        if actual != expected:
-            raise DataError(
-                f"gs://{blob.bucket.name}/{blob.name} failed verification after download "
-                f"(expected crc32c {blob.crc32c} md5 {blob.md5_hash} size {blob.size}, got crc32c {actual['crc32c']} "
-                f"md5 {actual['md5']} size {actual['size']}): retry, or re-upload the object"
-            )
-        temporary.replace(target)
-    finally:
-        temporary.unlink(missing_ok=True)
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    record_path.write_text(json.dumps(expected))
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The cache's sidecar record, or None when unreadable."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def digests(path: Path, blob: storage.Blob) -> dict[str, Any]:
-    """The local file's generation/size/CRC32C/MD5 in the blob's format (MD5 only if the blob has one)."""
-    crc32c = google_crc32c.Checksum()
-    md5 = hashlib.md5()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            crc32c.update(chunk)
-            if blob.md5_hash:  # Composite objects have no MD5, only CRC32C.
-                md5.update(chunk)
-    return {
-        "generation": blob.generation,
-        "size": path.stat().st_size,
-        "crc32c": base64.b64encode(crc32c.digest()).decode(),
-        "md5": base64.b64encode(md5.digest()).decode() if blob.md5_hash else None,
-    }

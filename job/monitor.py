@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from job import stopping
 from job.artifacts import CHECKPOINTS, TENSORBOARD, RunWriter
 from job.checkpoints import Checkpointer
 from job.errors import DivergedError
+from job.metrics import EpochRecord, StepRecord
 from job.progress import Reporter
 from job.stepping import LOG_EVERY_STEPS
 
@@ -66,7 +68,7 @@ class Monitor:
         self.batch_size = batch_size
         self.checkpoint_every_steps = checkpoint_every_steps
         self.save_on_stop = save_on_stop
-        self.epoch_records: list[dict[str, Any]] = [r for r in writer.read_metrics() if r["kind"] == "epoch"]
+        self.epoch_records: list[Mapping[str, Any]] = [r for r in writer.read_metrics() if r["kind"] == "epoch"]
         self.tensorboard = {
             run: tf.summary.create_file_writer(str(writer.path(TENSORBOARD) / run)) for run in (TRAIN, VALIDATION)
         }
@@ -88,18 +90,18 @@ class Monitor:
     ) -> None:
         """`step` counts completed steps in this epoch (1-based)."""
         if step % LOG_EVERY_STEPS == 0:
-            record: dict[str, Any] = {
+            elapsed = time.monotonic() - self._epoch_started
+            record: StepRecord = {
                 "kind": "step",
                 "epoch": epoch + 1,
                 "step": step,
                 "samples_seen": step * self.batch_size,
                 "loss": float(loss),
+                "images_per_second": (step - self._first_step) * self.batch_size / max(elapsed, 1e-9),
             }
             if batch_loss is not None:
                 record["batch_loss"] = float(batch_loss)
             self._check_finite(record, epoch, step)
-            elapsed = time.monotonic() - self._epoch_started
-            record["images_per_second"] = (step - self._first_step) * self.batch_size / max(elapsed, 1e-9)
             self.writer.append_metrics([record])
             self._log(record)
         if step == self.steps_per_epoch:
@@ -118,17 +120,20 @@ class Monitor:
             self.checkpointer.save(epoch, step)
             self.writer.sync_tree(CHECKPOINTS, prune=True)
 
-    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+    def epoch_end(self, epoch: int, metrics: dict[str, float | tf.Tensor]) -> EpochRecord:
         """Record a completed epoch, then checkpoint it.
 
         In this order a kill between the two leaves a record past the checkpoint, which the resume trims
         and retrains; the other order would leave an epoch with no record.
         """
         train_seconds = max(self._train_ended - self._epoch_started, 1e-9)
-        record: dict[str, Any] = {
+        record: EpochRecord = {
             "kind": "epoch",
             "epoch": epoch + 1,
-            **{key: float(value) for key, value in metrics.items()},
+            "loss": float(metrics["loss"]),
+            "accuracy": float(metrics["accuracy"]),
+            "val_loss": float(metrics["val_loss"]),
+            "val_accuracy": float(metrics["val_accuracy"]),
             "seconds": time.monotonic() - self._epoch_started,
             "train_seconds": train_seconds,
             "images_per_second": (self.steps_per_epoch - self._first_step) * self.batch_size / train_seconds,
@@ -142,14 +147,14 @@ class Monitor:
         self._log(record)
         return record
 
-    def _check_finite(self, record: dict[str, Any], epoch: int, step: int) -> None:
+    def _check_finite(self, record: Mapping[str, Any], epoch: int, step: int) -> None:
         if not all(math.isfinite(value) for key, value in record.items() if "loss" in key):
             raise DivergedError(
                 f"training diverged at epoch {epoch + 1} step {step}: loss is {record['loss']}; "
                 "lower --learning-rate or use --precision float32"
             )
 
-    def _log(self, record: dict[str, Any]) -> None:
+    def _log(self, record: Mapping[str, Any]) -> None:
         global_step = (record["epoch"] - 1) * self.steps_per_epoch + record.get("step", self.steps_per_epoch)
         for key, (run, tag) in TENSORBOARD_TAGS[record["kind"]].items():
             if key in record:
@@ -159,7 +164,7 @@ class Monitor:
             run_writer.flush()
         self.reporter.record(record, self.epochs, self.steps_per_epoch, self._eta(record))
 
-    def _eta(self, record: dict[str, Any]) -> float | None:
+    def _eta(self, record: Mapping[str, Any]) -> float | None:
         speed = record.get("images_per_second")
         if not speed:
             return None

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from job import stopping
-from job.artifacts import CONFIG, METRICS, metric_records
+from job import metrics, stopping
+from job.artifacts import CONFIG, METRICS, parse_json
 from job.data import CLASS_NAMES, Cifar10, label_counts
+from job.metrics import last_records
 from job.progress import Reporter
-from job.runs import parse_json
 
 if TYPE_CHECKING:
     import keras
@@ -143,15 +143,10 @@ def write_model_summary(model: keras.Model, path: Path) -> Path:
     return path
 
 
-def last_records(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    """Records of one kind in order, the last one winning per (epoch, step), as after a resume."""
-    latest = {(record["epoch"], record.get("step", 0)): record for record in records if record.get("kind") == kind}
-    return [latest[key] for key in sorted(latest)]
+Records = Sequence[Mapping[str, Any]]  # metrics.jsonl records (job.metrics), or any with the keys drawn.
 
 
-def plot_learning_curves(
-    records: list[dict[str, Any]], path: Path, title: str = "", steps_per_epoch: int | None = None
-) -> Path:
+def plot_learning_curves(records: Records, path: Path, title: str = "", steps_per_epoch: int | None = None) -> Path:
     """Train and validation loss and accuracy per epoch, plus the per-100-step loss when steps were logged."""
     epochs, steps = last_records(records, "epoch"), last_records(records, "step")
     panels = 3 if steps and steps_per_epoch else 2
@@ -170,7 +165,7 @@ def plot_learning_curves(
     return save(figure, path)
 
 
-def plot_step_loss(panel: Axes, steps: list[dict[str, Any]], steps_per_epoch: int) -> None:
+def plot_step_loss(panel: Axes, steps: Records, steps_per_epoch: int) -> None:
     """The custom loop's loss every 100 steps: the running epoch mean, and the batch's own loss."""
     global_steps = [(record["epoch"] - 1) * steps_per_epoch + record["step"] for record in steps]
     panel.plot(global_steps, [record["loss"] for record in steps], marker=".", label="running mean of the epoch")
@@ -182,7 +177,7 @@ def plot_step_loss(panel: Axes, steps: list[dict[str, Any]], steps_per_epoch: in
     panel.grid(alpha=0.3)
 
 
-def plot_compare(curves: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+def plot_compare(curves: Mapping[str, Records], path: Path) -> Path:
     """Validation accuracy per epoch of several runs on one axis: do the two styles train alike?"""
     figure, axes = pyplot().subplots(figsize=(7, 4.5))
     for index, (label, epochs) in enumerate(curves.items()):
@@ -222,10 +217,10 @@ def write_data_plots(dataset: Cifar10, folder: Path, reporter: Reporter) -> list
     return [path for path in drawn if path is not None]
 
 
-def read_run_folder(run_folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def read_run_folder(run_folder: Path) -> tuple[dict[str, Any], list[metrics.Record]]:
     """config.json and every metrics.jsonl record (epochs and steps); empty when unreadable."""
     config = parse_json((run_folder / CONFIG).read_bytes()) if (run_folder / CONFIG).is_file() else None
-    records, _ = metric_records((run_folder / METRICS).read_bytes() if (run_folder / METRICS).is_file() else b"")
+    records, _ = metrics.decode((run_folder / METRICS).read_bytes() if (run_folder / METRICS).is_file() else b"")
     return config or {}, records
 
 

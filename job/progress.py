@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 INFO, WARNING, ERROR = "INFO", "WARNING", "ERROR"  # Cloud Logging LogSeverity names.
@@ -77,7 +78,7 @@ class Reporter:
         """Something went wrong that does not stop the run (a plot could not be drawn)."""
         self._write(json_line(WARNING, message, event="warning") if self.json else f"warning: {message}")
 
-    def record(self, record: dict[str, Any], epochs: int, steps_per_epoch: int, eta_seconds: float | None) -> None:
+    def record(self, record: Mapping[str, Any], epochs: int, steps_per_epoch: int, eta_seconds: float | None) -> None:
         line = self._format(record, epochs, steps_per_epoch, eta_seconds)
         if self.json:
             self._write(json_line(INFO, line, event=record["kind"], **record, eta_seconds=eta_seconds))
@@ -87,7 +88,7 @@ class Reporter:
             self._write(line)
 
     @staticmethod
-    def _format(record: dict[str, Any], epochs: int, steps_per_epoch: int, eta_seconds: float | None) -> str:
+    def _format(record: Mapping[str, Any], epochs: int, steps_per_epoch: int, eta_seconds: float | None) -> str:
         """The text line of a step or epoch record."""
         where = f"epoch {record['epoch']}/{epochs}"
         if record["kind"] == "step":

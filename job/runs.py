@@ -12,6 +12,7 @@ run (no config.json, metrics.jsonl or summary.json) is an output error: exit 4, 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,11 @@ from typing import Annotated, Any
 
 import typer
 
-from job.artifacts import CONFIG, METRICS, SUMMARY, metric_records
+from job import metrics
+from job.artifacts import CONFIG, METRICS, SUMMARY, parse_json
 from job.config import DEFAULT_OUTPUT
 from job.errors import OutputError
-from job.storage import Store, is_gcs, open_store
+from job.storage import Store, open_store
 
 RUN_FILES = (CONFIG, METRICS, SUMMARY)
 EPOCH_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -37,7 +39,7 @@ class Run:
     url: str
     config: dict[str, Any]
     summary: dict[str, Any] | None
-    epochs: list[dict[str, Any]]  # The last record per epoch, in epoch order.
+    epochs: Sequence[Mapping[str, Any]]  # The last record per epoch, in epoch order.
     steps: int  # Custom-loop step records.
 
     @property
@@ -61,43 +63,32 @@ class Run:
         }
 
 
-def parse_json(raw: bytes | None) -> dict[str, Any] | None:
-    """A JSON object, {} if the file is unreadable, None if it is absent."""
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def parse_metrics(raw: bytes | None) -> tuple[list[dict[str, Any]], int]:
-    """Epoch records (last one wins per epoch, for resumed runs) and the number of step records."""
-    epochs: dict[int, dict[str, Any]] = {}
-    steps = 0
-    records, _ = metric_records(raw or b"")  # A half-written last line is skipped.
-    for record in records:
-        if record["kind"] == "epoch":
-            epochs[record["epoch"]] = record
-        else:
-            steps += 1
-    return [epochs[epoch] for epoch in sorted(epochs)], steps
-
-
 def read_run(store: Store, run_id: str) -> Run | None:
     """The run stored at `store`, or None when none of its files exist."""
     raw = {name: store.read_bytes(name) for name in RUN_FILES}
     if all(content is None for content in raw.values()):
         return None
-    epochs, steps = parse_metrics(raw[METRICS])
-    return Run(run_id, store.url, parse_json(raw[CONFIG]) or {}, parse_json(raw[SUMMARY]), epochs, steps)
+    records, _ = metrics.decode(raw[METRICS] or b"")  # A half-written last line is skipped.
+    steps = sum(record["kind"] == "step" for record in records)
+    return Run(
+        run_id,
+        store.url,
+        parse_json(raw[CONFIG]) or {},
+        parse_json(raw[SUMMARY]),
+        metrics.last_records(records, "epoch"),
+        steps,
+    )
 
 
 def find_runs(location: str) -> list[Run]:
     """Every run directly below location (or location itself, if it is a run folder)."""
     store = open_store(location)
-    run_ids = sorted(child_run_ids(store, location))
+    if not store.is_listable():
+        raise OutputError(
+            f"{Path(location).expanduser()} does not exist or is not a folder: "
+            "pass a local runs folder or gs://BUCKET/PREFIX"
+        )
+    run_ids = sorted(child_run_ids(store))
     if not run_ids:
         here = read_run(store, store.url.rstrip("/").rsplit("/", 1)[-1])
         return [here] if here else []
@@ -106,16 +97,10 @@ def find_runs(location: str) -> list[Run]:
         return [run for run in runs if run is not None]
 
 
-def child_run_ids(store: Store, location: str) -> set[str]:
-    """Names of the sub-folders holding a run file (locally without walking checkpoints and models)."""
-    if is_gcs(location):
-        return {
-            key.split("/")[0] for key in store.list_keys() if key.count("/") == 1 and key.split("/")[1] in RUN_FILES
-        }
-    root = Path(location).expanduser()
-    if not root.is_dir():
-        raise OutputError(f"{root} does not exist or is not a folder: pass a local runs folder or gs://BUCKET/PREFIX")
-    return {folder.name for folder in root.iterdir() if any((folder / name).is_file() for name in RUN_FILES)}
+def child_run_ids(store: Store) -> set[str]:
+    """Names of the sub-folders holding a run file (listed two levels deep: checkpoints and models are not walked)."""
+    keys = (key.split("/") for key in store.list_keys(depth=2))
+    return {parts[0] for parts in keys if len(parts) == 2 and parts[1] in RUN_FILES}
 
 
 def format_table(rows: list[list[str]]) -> str:

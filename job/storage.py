@@ -1,24 +1,24 @@
 """The storage seam: every run artifact is written through a `Store`, a local folder or gs://.
 
-Training always writes into a local staging folder (Keras and TensorFlow want real paths); the
-store is where those files are published. For a local output the staging folder *is* the run
-folder, so publishing is a no-op; for gs:// the files go up through google-cloud-storage
-(`job.gcs`), never through TensorFlow's own gs:// filesystem, which cannot be pointed at a test
-server.
+Training always writes into a local staging folder (Keras and TensorFlow want real paths); the store is
+where those files are published, and it decides where staging is. For a local output the staging folder
+*is* the run folder, so publishing copies nothing; for gs:// it is a copy whose files go up through
+google-cloud-storage (`job.gcs`), never through TensorFlow's own gs:// filesystem, which cannot be
+pointed at a test server.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from job.errors import OutputError, UsageError
+from job.errors import OutputError
 from job.faults import write_atomically
-
-GCS_URL = re.compile(r"^gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?$")
+from job.uri import check_output_location, is_gcs, parse_gcs_url
+from job.uri import gcs_url as gcs_url  # Re-exported: older imports take the URL helpers from here.
 
 
 class Store(Protocol):
@@ -27,48 +27,27 @@ class Store(Protocol):
     url: str
 
     def child(self, name: str) -> Store: ...
-    def local_root(self) -> Path | None: ...
+    def staging(self, copy: Path) -> Path:
+        """The local folder to write into before publishing here: a local store's own folder, else `copy`."""
+
+    def is_copy(self, folder: Path) -> bool:
+        """Whether files in `folder` still have to be published here (it is not the store's own folder)."""
+
+    def is_listable(self) -> bool:
+        """Whether there is something to list: a local folder must exist; a gs:// prefix always can be listed."""
+
     def check_writable(self) -> None: ...
     def read_bytes(self, key: str) -> bytes | None: ...
     def write_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None: ...
     def upload_file(self, key: str, source: Path) -> None: ...
-    def upload_tree(self, prefix: str, source_dir: Path) -> None: ...
+    def upload_tree(self, prefix: str, source_dir: Path, *, prune: bool = False) -> None:
+        """Publish every file below source_dir; with `prune`, also delete stored files below prefix it lacks."""
+
     def download_tree(self, prefix: str, target_dir: Path) -> int: ...
-    def list_keys(self, prefix: str = "") -> list[str]: ...
+    def list_keys(self, prefix: str = "", *, depth: int | None = None) -> list[str]:
+        """Keys of the files below prefix, sorted; with `depth`, only those at most that many levels down."""
+
     def delete_prefix(self, prefix: str) -> None: ...
-
-
-def is_gcs(location: str) -> bool:
-    return location.startswith("gs:")
-
-
-def parse_gcs_url(url: str) -> tuple[str, str]:
-    """Split gs://bucket/some/prefix into (bucket, "some/prefix"); reject malformed URLs.
-
-    Every form people and Vertex AI write is accepted: gs://BUCKET, gs://BUCKET/, gs://BUCKET/PREFIX and
-    gs://BUCKET/PREFIX/ (Vertex sets AIP_MODEL_DIR to <baseOutputDirectory>/model/). Empty segments
-    (gs://BUCKET//PREFIX) are dropped: an object name never gets a doubled slash.
-    """
-    match = GCS_URL.match(url.strip())
-    if not match:
-        raise UsageError(
-            f"malformed Cloud Storage URL {url!r}: use gs://BUCKET or gs://BUCKET/PREFIX "
-            "(bucket names are 3-222 lowercase letters, digits, '.', '-' or '_')"
-        )
-    return match["bucket"], "/".join(segment for segment in (match["prefix"] or "").split("/") if segment)
-
-
-def gcs_url(bucket: str, prefix: str) -> str:
-    """The one spelling of a location: gs://bucket or gs://bucket/prefix, no trailing slash."""
-    return f"gs://{bucket}/{prefix}".rstrip("/")
-
-
-def check_output_location(location: str) -> None:
-    """Reject what can never be an output: a malformed gs:// URL or another scheme (exit 2)."""
-    if is_gcs(location):
-        parse_gcs_url(location)
-    elif "://" in location:
-        raise UsageError(f"unsupported output {location!r}: use a local folder or gs://BUCKET/PREFIX")
 
 
 def open_store(location: str) -> Store:
@@ -82,8 +61,30 @@ def open_store(location: str) -> Store:
     return LocalStore(Path(location))
 
 
+def check_out(store: Store, folder: Path, trees: Iterable[str] = (), files: Iterable[str] = ()) -> None:
+    """Make `folder` a fresh local copy of these stored trees and files; the store's own folder already is one."""
+    copy = store.is_copy(folder)
+    if copy and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not copy:
+        return
+    for name in trees:
+        store.download_tree(name, folder / name)
+    for name in files:
+        data = store.read_bytes(name)
+        if data is not None:
+            (folder / name).write_bytes(data)
+
+
+def discard_copy(store: Store, folder: Path) -> None:
+    """Delete a local copy once it is published; never the store's own folder."""
+    if store.is_copy(folder) and folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class LocalStore:
-    """A folder on the local disk (or a mounted volume)."""
+    """A folder on the local disk (or a mounted volume): the staging folder of its runs, so nothing is copied."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser().absolute()
@@ -92,8 +93,14 @@ class LocalStore:
     def child(self, name: str) -> LocalStore:
         return LocalStore(self.root / name)
 
-    def local_root(self) -> Path | None:
+    def staging(self, copy: Path) -> Path:
         return self.root
+
+    def is_copy(self, folder: Path) -> bool:
+        return folder.absolute() != self.root
+
+    def is_listable(self) -> bool:
+        return self.root.is_dir()
 
     def check_writable(self) -> None:
         existing = self.root
@@ -131,10 +138,13 @@ class LocalStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
 
-    def upload_tree(self, prefix: str, source_dir: Path) -> None:
+    def upload_tree(self, prefix: str, source_dir: Path, *, prune: bool = False) -> None:
         target = self.root / prefix
-        if target.absolute() != source_dir.absolute():
-            shutil.copytree(source_dir, target, dirs_exist_ok=True)
+        if target.absolute() == source_dir.absolute():
+            return  # Staging is the destination: the files are already here.
+        if prune:
+            shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source_dir, target, dirs_exist_ok=True)
 
     def download_tree(self, prefix: str, target_dir: Path) -> int:
         source = self.root / prefix
@@ -144,11 +154,14 @@ class LocalStore:
             shutil.copytree(source, target_dir, dirs_exist_ok=True)
         return sum(1 for path in source.rglob("*") if path.is_file())
 
-    def list_keys(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "", *, depth: int | None = None) -> list[str]:
         base = self.root / prefix
         if not base.is_dir():
             return []
-        return sorted(str(path.relative_to(self.root)) for path in base.rglob("*") if path.is_file())
+        # A bounded depth globs level by level, so listing runs never walks their checkpoints and models.
+        levels = [["*"] * level for level in range(1, depth + 1)] if depth is not None else [["**", "*"]]
+        found = (path for level in levels for path in base.glob("/".join(level)) if path.is_file())
+        return sorted(str(path.relative_to(self.root)) for path in found)
 
     def delete_prefix(self, prefix: str) -> None:
         target = self.root / prefix

@@ -15,7 +15,8 @@ from google.auth import exceptions as auth_exceptions
 
 from job import data
 from job.errors import EXIT_DATA, EXIT_OUTPUT, DataError, OutputError, UsageError
-from job.gcs import GcsStore, fetch_data, gcs_errors, metadata_unreachable
+from job.fetch import fetch_data
+from job.gcs import GcsStore, gcs_errors, metadata_unreachable
 from job.storage import open_store
 from tests.gcs_fixtures import FakeGcsServer, client_for
 
@@ -43,7 +44,7 @@ def test_write_then_read_round_trips(gcs_bucket: str) -> None:
     assert store.read_bytes("run-1/metrics.jsonl") == b'{"kind": "epoch"}\n{"kind": "epoch"}\n'
     assert store.child("run-1").read_bytes("metrics.jsonl") == store.read_bytes("run-1/metrics.jsonl")
     assert store.read_bytes("run-1/summary.json") is None
-    assert store.local_root() is None
+    assert store.is_copy(Path("staging"))  # No folder of its own: a gs:// run is staged in a local copy.
     assert store.child("run-1").url == f"gs://{gcs_bucket}/runs/run-1"
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from google.cloud import storage
 
-from job import data, gcs, untrusted
+from job import data, fetch, untrusted
 from job.errors import DataError, OutputError
 from job.gcs import GcsStore
 from tests.conftest import RunJob
@@ -191,7 +191,7 @@ def test_a_data_object_that_is_also_a_folder_is_refused(
     upload_batches(bucket, "data/cifar-10-batches-py", tiny_tarball)
     bucket.blob("data/cifar-10-batches-py/data_batch_1/shadow").upload_from_string(b"x")
     with pytest.raises(DataError, match="holds both an object 'data/cifar-10-batches-py/data_batch_1' and objects"):
-        gcs.fetch_data(f"gs://{gcs_bucket}/data/cifar-10-batches-py", tmp_path / "cache")
+        fetch.fetch_data(f"gs://{gcs_bucket}/data/cifar-10-batches-py", tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
 
@@ -206,7 +206,7 @@ def test_a_cache_folder_linked_outside_is_not_followed(
     (cache / "gcs" / gcs_bucket / "data").mkdir(parents=True)
     (cache / "gcs" / gcs_bucket / "data" / "cifar-10-batches-py").symlink_to(outside)
     with pytest.raises(DataError, match="outside"):
-        gcs.fetch_data(f"gs://{gcs_bucket}/data/cifar-10-batches-py", cache)
+        fetch.fetch_data(f"gs://{gcs_bucket}/data/cifar-10-batches-py", cache)
     assert list(outside.iterdir()) == []
 
 
@@ -305,8 +305,8 @@ def test_a_data_object_larger_than_the_bound_is_refused_before_download(
     gcs_server: FakeGcsServer, gcs_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The bound is 2 GiB; lowered here so the object need not be that large. The size comes from the metadata."""
-    monkeypatch.setattr(gcs, "MAX_DATA_BYTES", 1000)
+    monkeypatch.setattr(fetch, "MAX_DATA_BYTES", 1000)
     client_for(gcs_server).bucket(gcs_bucket).blob("data/cifar.tar.gz").upload_from_string(bytes(1001))
     with pytest.raises(DataError, match=f"gs://{gcs_bucket}/data/cifar.tar.gz is 1,001 bytes, more than the 1,000"):
-        gcs.fetch_data(f"gs://{gcs_bucket}/data/cifar.tar.gz", tmp_path / "cache")
+        fetch.fetch_data(f"gs://{gcs_bucket}/data/cifar.tar.gz", tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
