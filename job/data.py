@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import logging
 import math
+import os
 import pickle
 import queue
+import shutil
 import tarfile
+import tempfile
 import threading
 import zipfile
 import zlib
@@ -26,7 +31,7 @@ import numpy as np
 from job import stopping
 from job.errors import DataError
 from job.storage import is_gcs
-from job.untrusted import MAX_DATA_BYTES, MAX_DATA_ENTRIES, MAX_PICKLE_BYTES, check_size
+from job.untrusted import MAX_DATA_BYTES, MAX_DATA_ENTRIES, MAX_PICKLE_BYTES, check_size, contained_path
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -34,6 +39,7 @@ TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
 TEST_BATCH = "test_batch"
 FOLDER_NAME = "cifar-10-batches-py"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,116 @@ def load(source: str | None, cache_dir: Path | None = None) -> Cifar10:
     if is_gcs(source):
         from job.fetch import default_cache_dir, fetch_data
 
-        local = fetch_data(source, cache_dir or default_cache_dir())
-        return _validated(_load_local(local), source)
+        root = cache_dir or default_cache_dir()
+        local = fetch_data(source, root)
+        return _validated(_load_decoded_cache(local, root), source)
     return _validated(_load_local(Path(source).expanduser()), source)
+
+
+# The decoded arrays of a gs:// download, kept beside it (CACHE/gcs-decoded/<bucket>/<name>/), so a retried pod
+# on the same node maps them instead of inflating and unpickling the download again (docs/performance.md).
+DECODED_FOLDER = "gcs-decoded"
+DECODED_KEY = "key.json"  # Written last: the download it was decoded from, and each array's shape and dtype.
+DECODED_FORMAT = 1
+DECODED_DTYPES = {"x_train": "uint8", "y_train": "int64", "x_test": "uint8", "y_test": "int64"}
+log = logging.getLogger(__name__)
+
+
+def _load_decoded_cache(local: Path, cache_root: Path) -> Cifar10:
+    """The download's decoded arrays, memory-mapped from the cache when they match it, else decoded and cached.
+
+    The cache holds only .npy arrays, read with allow_pickle=False: whoever wrote the data cannot make the cache
+    run code. It is written to a temporary folder renamed into place, so it is whole or absent; a cache whose
+    key, shapes, dtypes or sizes do not match is decoded again and replaced, never trusted.
+    """
+    relative = local.relative_to(cache_root / "gcs")  # fetch_data checked every name on the way in.
+    place = contained_path(cache_root / DECODED_FOLDER, str(relative), f"the decoded cache of {local}", DataError)
+    key = _download_key(local)
+    cached = _read_decoded(place, key)
+    if cached is not None:
+        return cached
+    decoded = _validated(_load_local(local), str(local))
+    _write_decoded(place, key, decoded)
+    return decoded
+
+
+def _download_key(local: Path) -> list[list[object]]:
+    """What identifies the downloaded bytes: each file's name, size, modification time and inode.
+
+    job.fetch replaces a file by renaming a verified download over it (a new inode and time), so a changed
+    object never matches an old cache.
+    """
+    files = sorted(path for path in local.rglob("*") if path.is_file()) if local.is_dir() else [local]
+    return [[str(path.relative_to(local.parent)), *_identity(path)] for path in files]
+
+
+def _identity(path: Path) -> list[int]:
+    status = path.stat()
+    return [status.st_size, status.st_mtime_ns, status.st_ino]
+
+
+def _read_decoded(place: Path, key: list[list[object]]) -> Cifar10 | None:
+    """The cached arrays (memory-mapped, read-only), or None when absent, stale or damaged (with a warning)."""
+    try:
+        record = json.loads((place / DECODED_KEY).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        log.warning("the decoded data cache %s is unreadable (%s): decoding the download again", place, error)
+        return None
+    if not isinstance(record, dict) or record.get("format") != DECODED_FORMAT or record.get("source") != key:
+        return None  # Another download (or format) than the one decoded: decoded again, silently.
+    try:
+        arrays = {name: _map_array(place / f"{name}.npy", dtype) for name, dtype in DECODED_DTYPES.items()}
+        if record.get("shapes") != {name: list(array.shape) for name, array in arrays.items()}:
+            raise ValueError("the arrays' shapes differ from the key's")
+        return _validated(Cifar10(**arrays, source=str(place)), str(place))
+    except (OSError, ValueError, DataError) as error:
+        log.warning("the decoded data cache %s is damaged (%s): decoding the download again", place, error)
+        return None
+
+
+def _map_array(path: Path, dtype: str) -> np.ndarray:
+    """A read-only memory map of a cached .npy, after checking its header and that the file holds exactly it."""
+    with path.open("rb") as stream:
+        version = np.lib.format.read_magic(stream)
+        if version not in NPY_HEADER_READERS:
+            raise ValueError(f"{path.name} is a version {version} .npy array")
+        shape, fortran_order, found = NPY_HEADER_READERS[version](stream)
+        offset = stream.tell()
+    size = math.prod(shape) * found.itemsize
+    if found != np.dtype(dtype) or fortran_order or offset + size != path.stat().st_size:
+        raise ValueError(f"{path.name} holds {found}{shape} in {path.stat().st_size} bytes, not {dtype}")
+    check_size(size, MAX_DATA_BYTES, str(path), DataError)
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def _write_decoded(place: Path, key: list[list[object]], decoded: Cifar10) -> None:
+    """Write the arrays beside the download: a temporary folder, renamed into place whole (best effort)."""
+    temporary: Path | None = None
+    try:
+        place.parent.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(dir=place.parent, prefix=f".{place.name}.", suffix=".partial"))
+        arrays = {name: getattr(decoded, name) for name in DECODED_DTYPES}
+        for name, array in arrays.items():
+            with (temporary / f"{name}.npy").open("wb") as stream:
+                np.save(stream, np.ascontiguousarray(array, dtype=DECODED_DTYPES[name]), allow_pickle=False)
+                stream.flush()
+                os.fsync(stream.fileno())
+        shapes = {name: list(array.shape) for name, array in arrays.items()}
+        record = {"format": DECODED_FORMAT, "source": key, "shapes": shapes}
+        (temporary / DECODED_KEY).write_text(json.dumps(record))
+        if place.exists():  # Stale or damaged: moved aside, so the rename below is atomic.
+            stale = Path(tempfile.mkdtemp(dir=place.parent, prefix=f".{place.name}.", suffix=".stale"))
+            place.rename(stale / place.name)
+            shutil.rmtree(stale, ignore_errors=True)
+        temporary.rename(place)
+        temporary = None
+    except OSError as error:  # A full or read-only cache costs the next start-up the decode, not this run.
+        log.warning("could not cache the decoded data in %s (%s): the next run decodes it again", place, error)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _load_local(path: Path) -> Cifar10:
@@ -271,15 +384,14 @@ def _load_npz(path: Path) -> Cifar10:
 
 def _check_npz_sizes(archive: zipfile.ZipFile, path: Path) -> None:
     """Refuse arrays whose headers declare more than MAX_DATA_BYTES, before any is inflated (a zip bomb)."""
-    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     total = 0
     for key in NPZ_KEYS:
         name = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
         with archive.open(name) as member:  # A member that is not an .npy array fails read_magic.
             version = np.lib.format.read_magic(member)
-            if version not in readers:
+            if version not in NPY_HEADER_READERS:
                 raise DataError(f"{path}: {key} is a version {version} .npy array; save it with numpy.savez")
-            shape, _, dtype = readers[version](member)
+            shape, _, dtype = NPY_HEADER_READERS[version](member)
         size = math.prod(shape) * dtype.itemsize
         check_size(size, MAX_DATA_BYTES, f"{path}:{key}", DataError)
         total += size
