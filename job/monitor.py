@@ -183,12 +183,8 @@ def write_hparams(folder: Path, hparams: HParams, trial_id: str) -> None:
 
     metrics = [
         hp.Metric(tag, group=run, display_name=f"{run} {tag.removeprefix('epoch_')}")
-        for run, tag in (
-            (VALIDATION, "epoch_accuracy"),
-            (VALIDATION, "epoch_loss"),
-            (TRAIN, "epoch_accuracy"),
-            (TRAIN, "epoch_loss"),
-        )
+        for run in (VALIDATION, TRAIN)
+        for tag in ("epoch_accuracy", "epoch_loss")
     ]
     writer = tf.summary.create_file_writer(str(folder))
     with writer.as_default():

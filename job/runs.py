@@ -165,28 +165,22 @@ def format_details(run: Run) -> str:
     """The `runs show` text: a header of facts, then one line per epoch."""
     summary = run.summary or {}
     status = "complete" if run.summary is not None else "incomplete (no summary.json: still training, or stopped)"
+    steps = f", {run.steps} step records" if run.steps else ""
     facts = [
         ["run", run.run_id],
         ["location", run.url],
         ["status", status],
         ["variant", f"api={run.config.get('api', '-')} loop={run.config.get('loop', '-')}"],
-        [
-            "epochs",
-            f"{len(run.epochs)} of {run.config.get('epochs', '?')}"
-            + (f", {run.steps} step records" if run.steps else ""),
-        ],
+        ["epochs", f"{len(run.epochs)} of {run.config.get('epochs', '?')}{steps}"],
     ]
     if run.summary is not None:
+        accuracy, loss = format_number(summary.get("test_accuracy")), format_number(summary.get("test_loss"))
+        speed = format_number(summary.get("train_images_per_second"), 0)
+        parameters = summary.get("parameters")
         facts += [
-            [
-                "test",
-                f"accuracy {format_number(summary.get('test_accuracy'))}, loss {format_number(summary.get('test_loss'))}",
-            ],
-            [
-                "speed",
-                f"{format_number(summary.get('train_images_per_second'), 0)} train images/s, wall {format_number(summary.get('wall_seconds'), 1)} s",
-            ],
-            ["parameters", f"{summary['parameters']:,}" if isinstance(summary.get("parameters"), int) else "-"],
+            ["test", f"accuracy {accuracy}, loss {loss}"],
+            ["speed", f"{speed} train images/s, wall {format_number(summary.get('wall_seconds'), 1)} s"],
+            ["parameters", f"{parameters:,}" if isinstance(parameters, int) else "-"],
             ["finished", str(summary.get("completed_at", "-"))],
         ]
     text = format_table(facts)

@@ -22,31 +22,26 @@ from job.uri import gcs_url as gcs_url  # Re-exported: older imports take the UR
 
 
 class Store(Protocol):
-    """A place that holds files under string keys ("metrics.jsonl", "model/saved_model.pb")."""
+    """A place that holds files under string keys ("metrics.jsonl", "model/saved_model.pb").
+
+    Files are written into `staging(copy)` first: a local store's own folder, else the local `copy`, whose
+    files `is_copy` says still have to be published. `upload_tree(prune=True)` also deletes stored files below
+    the prefix that the folder no longer has; `list_keys(depth=N)` stops N levels below the prefix.
+    """
 
     url: str
 
     def child(self, name: str) -> Store: ...
-    def staging(self, copy: Path) -> Path:
-        """The local folder to write into before publishing here: a local store's own folder, else `copy`."""
-
-    def is_copy(self, folder: Path) -> bool:
-        """Whether files in `folder` still have to be published here (it is not the store's own folder)."""
-
-    def is_listable(self) -> bool:
-        """Whether there is something to list: a local folder must exist; a gs:// prefix always can be listed."""
-
+    def staging(self, copy: Path) -> Path: ...
+    def is_copy(self, folder: Path) -> bool: ...
+    def is_listable(self) -> bool: ...  # A local folder must exist; a gs:// prefix always can be listed.
     def check_writable(self) -> None: ...
     def read_bytes(self, key: str) -> bytes | None: ...
     def write_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None: ...
     def upload_file(self, key: str, source: Path) -> None: ...
-    def upload_tree(self, prefix: str, source_dir: Path, *, prune: bool = False) -> None:
-        """Publish every file below source_dir; with `prune`, also delete stored files below prefix it lacks."""
-
+    def upload_tree(self, prefix: str, source_dir: Path, *, prune: bool = False) -> None: ...
     def download_tree(self, prefix: str, target_dir: Path) -> int: ...
-    def list_keys(self, prefix: str = "", *, depth: int | None = None) -> list[str]:
-        """Keys of the files below prefix, sorted; with `depth`, only those at most that many levels down."""
-
+    def list_keys(self, prefix: str = "", *, depth: int | None = None) -> list[str]: ...
     def delete_prefix(self, prefix: str) -> None: ...
 
 
