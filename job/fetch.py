@@ -1,8 +1,4 @@
-"""The gs:// data fetcher: `--data gs://...` downloaded once into a local cache, verified by checksum.
-
-Object names and sizes are whoever can write the bucket's choice (docs/security.md): all are checked by
-`job.untrusted` before the first byte is written, and every name becomes a path inside the cache only.
-"""
+"""The gs:// data fetcher: `--data gs://...` downloaded once into a local cache (docs/security.md for its checks)."""
 
 from __future__ import annotations
 
