@@ -69,7 +69,7 @@ def test_listing_two_levels_deep_skips_checkpoints_and_models(tmp_path: Path) ->
 
 
 def test_metrics_round_trip_and_torn_lines_are_reported() -> None:
-    resumed = {**EPOCH, "accuracy": 0.45}
+    resumed: EpochRecord = {**EPOCH, "accuracy": 0.45}
     raw = metrics.encode([STEP, EPOCH, resumed]) + b"not json\n" + b'{"kind": "epo'
     records, damaged = metrics.decode(raw)
     assert records == [STEP, EPOCH, resumed] and damaged == [4, 5]
