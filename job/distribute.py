@@ -1,4 +1,4 @@
-"""tf.distribute for the trainer: which strategy, who is the chief, and two Keras 3 fixes for multi-worker `fit`.
+"""tf.distribute for the trainer: which strategy, and two Keras 3 fixes for multi-worker `fit`.
 
     --strategy auto         MultiWorkerMirroredStrategy when TF_CONFIG or an Indexed Job's environment says
                             there are several workers; MirroredStrategy when one machine has several GPUs;
@@ -7,7 +7,8 @@
     --strategy multiworker  one replica per worker process, synchronous all-reduce (TF_CONFIG)
 
 `--batch-size` is the *global* batch: each of R replicas computes B/R examples per step, and the gradients
-are averaged over B, so the chapter's learning rate means the same thing at any scale.
+are averaged over B, so the chapter's learning rate means the same thing at any scale. Who is chief (the
+run's one writer) is decided before TensorFlow loads, by job.preflight.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ LOGICAL_CPUS_ENV = "JOB_LOGICAL_CPUS"
 class Distribution:
     strategy: tf.distribute.Strategy
     kind: str  # "none", "mirrored" or "multiworker"
-    is_chief: bool
     worker_index: int
     workers: int
 
@@ -46,7 +46,7 @@ class Distribution:
 
 def make_distribution(requested: StrategyKind, gpus: int) -> Distribution:
     """Create the strategy. Must run before any other TensorFlow op (multi-worker collectives need it)."""
-    from job.cluster_env import is_chief, resolve_tf_config, worker_count
+    from job.cluster_env import resolve_tf_config, worker_count
 
     tf_config = resolve_tf_config(os.environ)
     kind = requested.value
@@ -61,12 +61,11 @@ def make_distribution(requested: StrategyKind, gpus: int) -> Distribution:
         os.environ["TF_CONFIG"] = json.dumps(tf_config)  # Derived from the Indexed Job; TF reads it from here.
         apply_keras_distribution_fixes()
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        task = tf_config["task"]
-        return Distribution(strategy, kind, is_chief(tf_config), int(task["index"]), worker_count(tf_config))
+        return Distribution(strategy, kind, int(tf_config["task"]["index"]), worker_count(tf_config))
     if kind == "mirrored":
         apply_keras_distribution_fixes()
-        return Distribution(tf.distribute.MirroredStrategy(_local_devices(gpus)), kind, True, 0, 1)
-    return Distribution(tf.distribute.get_strategy(), "none", True, 0, 1)
+        return Distribution(tf.distribute.MirroredStrategy(_local_devices(gpus)), kind, 0, 1)
+    return Distribution(tf.distribute.get_strategy(), "none", 0, 1)
 
 
 def _local_devices(gpus: int) -> list[str] | None:

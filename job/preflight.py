@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from job import cluster_env, data, lease
+from job import data, lease
 from job.artifacts import CONFIG, SUMMARY, RunWriter, default_staging_root
-from job.cluster_env import is_chief, resolve_tf_config
+from job.cluster_env import is_chief, resolve_tf_config, worker_count
 from job.config import SETTINGS, StrategyKind, TrainConfig
 from job.errors import EnvironmentNotReady, OutputError, UsageError
 from job.lease import Lease
@@ -39,7 +39,7 @@ def preflight(config: TrainConfig) -> Prepared:
             "the node's NVIDIA driver or device plugin is not ready, or the pod did not get nvidia.com/gpu "
             "(in a Job, a new pod is tried; with docker, run with --gpus all)"
         )
-    worker, workers = this_worker(config), worker_count(config)
+    worker, workers = worker_role(config)
     writer = RunWriter(open_store(config.output), config.run_id)
     state = inspect_run(writer, config)
     dataset = data.load(config.data)
@@ -74,23 +74,18 @@ def output_places(config: TrainConfig) -> list[Path]:
     return places
 
 
-def this_worker(config: TrainConfig) -> int | None:
-    """This process's worker index when it is a non-chief worker of a multi-worker run, else None."""
+def worker_role(config: TrainConfig) -> tuple[int | None, int]:
+    """Who is chief, decided here only: (this process's index when it is a non-chief worker of a multi-worker run,
+    else None; how many processes train the run: TF_CONFIG's or the Indexed Job's workers, else 1)."""
     if config.strategy not in (StrategyKind.auto, StrategyKind.multiworker):
-        return None
+        return None, 1
     tf_config = resolve_tf_config(os.environ)
-    return None if is_chief(tf_config) else int(tf_config["task"]["index"])  # type: ignore[index]
+    worker = None if is_chief(tf_config) else int(tf_config["task"]["index"])  # type: ignore[index]
+    return worker, worker_count(tf_config)
 
 
-def worker_count(config: TrainConfig) -> int:
-    """How many processes train this run together: TF_CONFIG's (or the Indexed Job's) workers, else 1."""
-    if config.strategy not in (StrategyKind.auto, StrategyKind.multiworker):
-        return 1
-    return cluster_env.worker_count(resolve_tf_config(os.environ))
-
-
-# Settings that must match for a rerun to continue an unfinished run (declared with resume=True in job.config;
-# epochs may grow, paths may move). The resolved precision is compared too, once the hardware is known (job.train).
+# The resume rules, all here. Settings that must match for a rerun to continue an unfinished run (resume=True in
+# job.config; epochs may grow, paths may move); the resolved precision too, once the hardware is known.
 RESUME_KEYS = tuple(name for name, declared in SETTINGS.items() if declared.resume)
 
 
@@ -114,6 +109,16 @@ def check_resumable(writer: RunWriter, config: TrainConfig) -> None:
         raise UsageError(
             f"run {writer.url} is unfinished and was started with other settings ({differences}): "
             "rerun with its original flags to resume it, or pick a new --run-id"
+        )
+
+
+def check_resolved_precision(url: str, previous: dict[str, object], precision: str) -> None:
+    """Refuse to continue a run in another precision than it trained in (job.run_record, once TensorFlow resolved it)."""
+    trained = previous.get("precision", precision)
+    if trained != precision:
+        raise UsageError(
+            f"run {url} was trained in {trained}, this machine resolves --precision to {precision}: "
+            f"pass --precision {trained} to resume it"
         )
 
 

@@ -1,53 +1,47 @@
-"""config.json: every resolved setting of a run, where it ran, and each time it was resumed."""
+"""config.json: every resolved setting of a run, where it ran, the data, and each time it was resumed.
+
+TensorFlow is imported only to record its version: `inspect` describes the data with describe_data without it.
+"""
 
 from __future__ import annotations
 
 import platform
 import socket
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
-import numpy as np
-import tensorflow as tf
-
-from job import data as data_module
-from job import devices as devices_module
 from job import provenance
 from job.artifacts import CONFIG, RunWriter
-from job.distribute import Distribution
-from job.errors import UsageError
+from job.data import CLASS_NAMES, Cifar10, label_counts
+from job.preflight import check_resolved_precision
+
+if TYPE_CHECKING:
+    import keras
+
+    from job.devices import Devices
+    from job.distribute import Distribution
 
 
 def describe_run(
     settings: dict[str, Any],
     jit_compile: bool,
-    devices: devices_module.Devices,
+    devices: Devices,
     distribution: Distribution,
-    dataset: data_module.Cifar10,
+    dataset: Cifar10,
     steps_per_epoch: int,
     model: keras.Model,
 ) -> dict[str, Any]:
     """config.json: every resolved setting and where the run happened."""
-    train_counts = data_module.label_counts(dataset.y_train)
-    test_counts = data_module.label_counts(dataset.y_test)
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
     return {
         **settings,
         "xla": jit_compile,
         "parameters": int(model.count_params()),
         "steps_per_epoch": steps_per_epoch,
-        "data": {
-            "source": dataset.source,
-            "image_size": dataset.image_size,
-            "train_size": len(dataset.x_train),
-            "validation_size": settings["validation_size"],
-            "test_size": len(dataset.x_test) - settings["validation_size"],
-            "class_names": list(data_module.CLASS_NAMES),
-            "train_label_counts": train_counts,
-            "test_label_counts": test_counts,
-            "train_balanced": len(set(train_counts.values())) == 1,
-            "test_balanced": len(set(test_counts.values())) == 1,
-        },
+        "data": describe_data(dataset, settings["validation_size"]),
         "devices": devices.describe(),
         "distribution": distribution.describe(),
         "versions": {
@@ -64,20 +58,37 @@ def describe_run(
     }
 
 
+def describe_data(dataset: Cifar10, validation_size: int | None = None) -> dict[str, Any]:
+    """Sizes, label counts and balance: config.json's "data" block as the run splits it (validation = test[:N]),
+    and without validation_size the whole data, as `inspect` writes it to data.json."""
+    counts = {"train": label_counts(dataset.y_train), "test": label_counts(dataset.y_test)}
+    sizes: dict[str, Any] = {"train_size": len(dataset.x_train), "test_size": len(dataset.x_test)}
+    if validation_size is not None:
+        sizes = {
+            "train_size": len(dataset.x_train),
+            "validation_size": validation_size,
+            "test_size": len(dataset.x_test) - validation_size,
+            "class_names": list(CLASS_NAMES),
+        }
+    return {
+        "source": dataset.source,
+        "image_size": dataset.image_size,
+        **sizes,
+        **{f"{split}_label_counts": values for split, values in counts.items()},
+        **{f"{split}_balanced": len(set(values.values())) == 1 for split, values in counts.items()},
+    }
+
+
 def resumed_record(
     writer: RunWriter, record: dict[str, Any], first_epoch: int, first_step: int, checkpoint: str | None
 ) -> dict[str, Any]:
-    """Refuse to continue in another precision (job.preflight checked the rest); keep the first start time.
+    """The record of a resumed run: the first start time kept, one more attempt, and where it went on from.
 
     Each resume appends {epoch, step, checkpoint, at}: the 1-based epoch and the step it went on from, and
     the checkpoint restored (None: the run had none yet and started over).
     """
     previous = writer.read_json(CONFIG) or {}
-    if previous.get("precision", record["precision"]) != record["precision"]:
-        raise UsageError(
-            f"run {writer.url} was trained in {previous['precision']}, this machine resolves "
-            f"--precision to {record['precision']}: pass --precision {previous['precision']} to resume it"
-        )
+    check_resolved_precision(writer.url, previous, record["precision"])
     resumed = {"epoch": first_epoch + 1, "step": first_step, "checkpoint": checkpoint, "at": record["started_at"]}
     return {
         **record,

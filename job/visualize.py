@@ -16,16 +16,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from job.errors import OutputError
 from job.runs import JsonOption, Run, find_runs, format_number, format_table
 from job.storage import open_store
-
-if TYPE_CHECKING:
-    from job.data import Cifar10
 
 COMPARISON_TABLE = "comparison.md"
 COMPARISON_PLOT = "val_accuracy.png"
@@ -39,25 +36,14 @@ def output_folder(location: str) -> Iterator[Path]:
     """A local folder to write into: the folder itself, or for gs:// a temporary one uploaded at the end."""
     store = open_store(location)
     store.check_writable()
+    local = store.local_root()
+    if local is not None:
+        local.mkdir(parents=True, exist_ok=True)
+        yield local
+        return
     with tempfile.TemporaryDirectory(prefix="cifar10-job-") as temporary:
-        folder = store.staging(Path(temporary))
-        folder.mkdir(parents=True, exist_ok=True)
-        yield folder
-        store.upload_tree("", folder)  # Nothing to copy when the folder is the output itself.
-
-
-def describe_data(dataset: Cifar10) -> dict[str, Any]:
-    """The label counts, as in config.json's "data" block."""
-    from job.data import label_counts
-
-    counts = {"train": label_counts(dataset.y_train), "test": label_counts(dataset.y_test)}
-    return {
-        "source": dataset.source,
-        "image_size": dataset.image_size,
-        **{f"{split}_size": sum(values.values()) for split, values in counts.items()},
-        **{f"{split}_label_counts": values for split, values in counts.items()},
-        **{f"{split}_balanced": len(set(values.values())) == 1 for split, values in counts.items()},
-    }
+        yield Path(temporary)
+        store.upload_tree("", Path(temporary))
 
 
 def inspect(
@@ -73,6 +59,7 @@ def inspect(
     """Look at the data without training: label counts (balanced or not) and 25 sample images."""
     from job import plots
     from job.data import load
+    from job.run_record import describe_data  # As in config.json's "data" block, without the run's split.
 
     dataset = load(data)
     described = describe_data(dataset)
