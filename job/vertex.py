@@ -17,11 +17,11 @@ imports TensorFlow.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from job.config import RUN_ID
 from job.errors import UsageError
 from job.storage import check_output_location, gcs_url, is_gcs, parse_gcs_url
 
@@ -31,7 +31,6 @@ TENSORBOARD_DIR = "AIP_TENSORBOARD_LOG_DIR"
 JOB_ID = "CLOUD_ML_JOB_ID"
 MODEL_FOLDER = "model"  # Equals job.artifacts.SAVED_MODEL (kept apart: artifacts imports more than --help needs).
 CHECKPOINTS_FOLDER = "checkpoints"
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # Equals job.config.RUN_ID.
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,14 @@ from __future__ import annotations
 import copy
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from job.config import new_run_id
 from job.errors import UsageError
 from job.storage import parse_gcs_url
 
@@ -88,9 +87,8 @@ def render(directory: Path) -> list[Manifest]:
 
 
 def new_run_name(api: str, loop: str, prefix: str = "cifar10") -> str:
-    """<prefix>-<api>-<loop>-<UTC time>-<4 hex>: unique, sortable, a valid Job name and run id."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{prefix}-{api}-{loop}-{stamp}-{secrets.token_hex(2)}"
+    """<prefix>-<api>-<loop>-<UTC time>-<4 hex>: a run id that is also a valid Job name (lowercase)."""
+    return new_run_id(prefix, api, loop, stamp="%Y%m%d-%H%M%S")
 
 
 def check_job_name(name: str) -> str:
