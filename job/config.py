@@ -64,11 +64,6 @@ DEFAULT_MODEL_VERSION = 1  # TF Serving loads <model_base_path>/<version>/; a ru
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-def valid_run_id(run_id: str) -> bool:
-    """A run id is one safe path segment: letters, digits, '.', '_' and '-', no '..', at most 100 characters."""
-    return bool(RUN_ID.match(run_id)) and ".." not in run_id
-
-
 @dataclass(frozen=True)
 class Rule:
     """A bound on one setting: the test, and the one line that names the flag and the fix when it fails."""
@@ -188,7 +183,7 @@ class TrainConfig:
     run_id: str = setting(
         "",  # Filled in by validate().
         rule=Rule(
-            valid_run_id,
+            lambda run_id: bool(RUN_ID.match(run_id)) and ".." not in run_id,  # One safe path segment.
             "{flag} {value!r} is not a valid run id: use letters, digits, '.', '_' and '-' "
             "(no '/', no '..', at most 100 characters)",
         ),
@@ -262,11 +257,6 @@ SETTINGS = {
 }
 
 
-def check_setting(name: str, value: object) -> None:
-    """Exit 2 with one line when `value` breaks the bound declared for setting `name` (e.g. submit's --epochs)."""
-    SETTINGS[name].check(value)
-
-
 def resolve_output(
     output: str | None, run_id: str = "", model_version: int | None = None
 ) -> tuple[str, str, int | None]:
@@ -302,10 +292,8 @@ def resolve_output(
 
 
 def new_run_id(*names: str, stamp: str = "%Y%m%dT%H%M%SZ") -> str:
-    """names-UTC time-random suffix, e.g. symbolic-fit-20261126T153000Z-3f9a: unique and sortable.
-
-    A Kubernetes Job's name is also its run id (job.kube.render): there the stamp is lowercase, 20261126-153000.
-    """
+    """names-UTC time-random suffix, e.g. symbolic-fit-20261126T153000Z-3f9a: unique and sortable (a Job's name
+    is also its run id, job.kube.render: there the stamp is lowercase, 20261126-153000)."""
     return "-".join([*names, datetime.now(UTC).strftime(stamp), secrets.token_hex(2)])
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from job.config import Api, Loop, check_setting
+from job.config import SETTINGS, Api, Loop
 from job.errors import UsageError
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def run_spec(
     """The RunSpec for `build_job`; where = (image, namespace, bucket)."""
     from job.kube import render
 
-    check_setting("epochs", epochs)  # The bound `train` would apply in the pod, checked before submitting.
+    SETTINGS["epochs"].check(epochs)  # The bound `train` would apply in the pod, checked before submitting.
     train_args = ("--epochs", str(epochs)) if epochs is not None else ()
     image, namespace, bucket = where
     return render.RunSpec(run_id, api and api.value, loop and loop.value, image, namespace, bucket, train_args)
