@@ -44,6 +44,12 @@ class Xla(StrEnum):
     off = "off"
 
 
+class DataOnDevice(StrEnum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 class StrategyKind(StrEnum):
     """tf.distribute strategy (job.distribute)."""
 
@@ -236,6 +242,13 @@ class TrainConfig:
         "(tested). `fit` lowers it to a divisor of the epoch and of the 100-step log; the custom loop ends a call "
         "on every logged or checkpointed step. A stop signal is seen within N steps",
         readme_default="0 (auto = 10)",
+    )
+    data_on_device: DataOnDevice = setting(
+        DataOnDevice.auto,  # A speed setting only: the same batches and numbers either way, so a resume may change it.
+        help="Keep the uint8 training set on the accelerator and gather batches there (auto: on with one GPU).",
+        readme="keep the uint8 training set (150 MB) on the accelerator and gather each batch there instead of in "
+        "tf.data on the host; auto = on with a GPU and no tf.distribute strategy, off on CPU; `on` under a strategy "
+        "exits 2. Speed only, the numbers trained are the same (tested); a resumed run may change it",
     )
     model_version: int | None = setting(
         DEFAULT_MODEL_VERSION,  # None: the SavedModel is model/ itself (Vertex AI).

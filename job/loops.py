@@ -90,15 +90,19 @@ def fit_loop(
     """`model.fit` over epochs first_epoch..epochs-1, validating on test[:N] after each.
 
     `steps_per_execution` must divide the epoch and the log interval (job.stepping.fit_steps_per_execution).
+    With the training set on the device, `fit` trains a wrapper that gathers each batch's images in the step
+    (_GatherOnDevice); the model itself is compiled the same way, so what is saved does not differ.
     """
-    model.compile(
-        optimizer=optimizer,
-        loss=make_loss(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=jit_compile,
-        steps_per_execution=steps_per_execution,
-    )
-    model.fit(
+    trained = _GatherOnDevice(model, splits) if splits.on_device else model
+    for each in [model] if trained is model else [model, trained]:
+        each.compile(
+            optimizer=optimizer,
+            loss=make_loss(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
+        )
+    trained.fit(
         train_epochs(splits, seed, first_epoch, epochs),
         epochs=epochs,
         initial_epoch=first_epoch,
@@ -108,6 +112,18 @@ def fit_loop(
         shuffle=False,  # Each epoch's batches are already shuffled by job.pipeline.
         verbose=0,
     )
+
+
+class _GatherOnDevice(keras.Model):
+    """The model, fed a batch's indices into the training set on the device (validation batches: images)."""
+
+    def __init__(self, model: keras.Model, splits: Splits) -> None:
+        super().__init__(name=f"{model.name}_from_indices")
+        self.model_trained = model
+        self.splits = splits
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        return self.model_trained(self.splits.batch_images(inputs), training=training)
 
 
 def custom_loop(
@@ -151,7 +167,8 @@ def custom_loop(
 
     @tf.function(jit_compile=jit_compile)
     def train_step(batch: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
-        replica_losses = strategy.run(replica_step, args=batch)
+        images_or_indices, labels = batch  # Indices with the training set on the device (single device only).
+        replica_losses = strategy.run(replica_step, args=(splits.batch_images(images_or_indices), labels))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, replica_losses, axis=None)
 
     @tf.function

@@ -5,6 +5,11 @@ images stay in one uint8 tensor in memory and each epoch shuffles the *indices* 
 same uniform permutation), then gathers whole batches: one vectorised copy per batch instead of 200
 element hops, so the input pipeline never starves the training step. Each epoch's order comes from
 (seed, epoch) alone, so a resumed run sees exactly the batches an uninterrupted run would have seen.
+
+With the training set on the device (--data-on-device, `make_splits(..., device=...)`), the uint8 images are
+uploaded once (150 MB) and tf.data yields only each batch's indices and labels; the training step gathers
+the images where it runs (`Splits.batch_images`), as the fastest CIFAR-10 trainers do on a GPU. The indices,
+and so the images and every number trained, are the same either way.
 """
 
 from __future__ import annotations
@@ -29,18 +34,36 @@ class Splits:
     validation_size: int
     test_size: int
     batch_size: int
+    device: str | None = None  # Where train_images lives when the step gathers its batches (None: tf.data does).
+
+    @property
+    def on_device(self) -> bool:
+        return self.device is not None
+
+    def batch_images(self, images_or_indices: tf.Tensor) -> tf.Tensor:
+        """In the training step: a batch's images, gathered from the device copy when the batch holds indices."""
+        if self.on_device and images_or_indices.shape.rank == 1:
+            return tf.gather(self.train_images, images_or_indices)
+        return images_or_indices
 
     @property
     def steps_per_epoch(self) -> int:
         return self.train_size // self.batch_size  # The chapter's 50,000 // 200 = 250.
 
 
-def make_splits(data: Cifar10, batch_size: int, validation_size: int) -> Splits:
-    """Validation = test[:N], test = test[N:] (sizes checked by job.preflight), and the training tensors."""
+def make_splits(data: Cifar10, batch_size: int, validation_size: int, device: str | None = None) -> Splits:
+    """Validation = test[:N], test = test[N:] (sizes checked by job.preflight), and the training tensors.
+
+    `device` ("/GPU:0", "/CPU:0"): keep the uint8 training images there, for the step to gather its batches.
+    """
     x_val, y_val = data.x_test[:validation_size], data.y_test[:validation_size]
     x_test, y_test = data.x_test[validation_size:], data.y_test[validation_size:]
+    train_images = tf.constant(data.x_train)
+    if device is not None:
+        with tf.device(device):
+            train_images = tf.identity(train_images)  # One upload; on the CPU, the same buffer.
     return Splits(
-        train_images=tf.constant(data.x_train),
+        train_images=train_images,
         train_labels=tf.constant(data.y_train),
         validation=_evaluation_dataset(x_val, y_val),
         test=_evaluation_dataset(x_test, y_test),
@@ -48,6 +71,7 @@ def make_splits(data: Cifar10, batch_size: int, validation_size: int) -> Splits:
         validation_size=len(x_val),
         test_size=len(x_test),
         batch_size=batch_size,
+        device=device,
     )
 
 
@@ -62,11 +86,17 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def train_epoch(splits: Splits, seed: int, epoch: int, skip_steps: int = 0) -> tf.data.Dataset:
-    """Epoch `epoch` (0-based) of shuffled, full batches; `skip_steps` resumes mid-epoch."""
+    """Epoch `epoch` (0-based) of shuffled, full batches; `skip_steps` resumes mid-epoch.
+
+    Each element is (images, labels), or (indices, labels) with the training set on the device.
+    """
     images, labels = splits.train_images, splits.train_labels
     order = tf.data.Dataset.range(splits.train_size).shuffle(splits.train_size, seed=epoch_seed(seed, epoch))
     batches = order.batch(splits.batch_size, drop_remainder=True).skip(skip_steps)
-    batches = batches.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
+    if splits.on_device:  # The step gathers the images (Splits.batch_images); the labels are 1.6 kB a batch.
+        batches = batches.map(lambda index: (index, tf.gather(labels, index)))
+    else:
+        batches = batches.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
     return batches.prefetch(tf.data.AUTOTUNE).with_options(shard_by_data())
 
 

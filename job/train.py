@@ -74,7 +74,8 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
 
-    splits = make_splits(dataset, config.batch_size, config.validation_size)
+    data_device = resolve_data_on_device(config.data_on_device.value, devices, distribution)
+    splits = make_splits(dataset, config.batch_size, config.validation_size, device=data_device)
     with distribution.strategy.scope():
         model = build_model(config.api.value, dataset.image_size)
         optimizer = make_optimizer(config, precision)
@@ -98,6 +99,8 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
         "precision_requested": config.precision.value,
         "steps_per_execution": steps_per_execution,
         "steps_per_execution_requested": config.steps_per_execution,
+        "data_on_device": data_device is not None,
+        "data_on_device_requested": config.data_on_device.value,
     }
     record = describe_run(settings, jit_compile, devices, distribution, dataset, splits.steps_per_epoch, model)
     if prepared.resuming:
@@ -161,6 +164,26 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
     stopping.raise_if_requested("after training, before publishing")
     test = Evaluator(model)(splits.test)
     return publish(writer, reporter, config, model, dataset.image_size, monitor, test, started)
+
+
+def resolve_data_on_device(requested: str, devices: devices_module.Devices, distribution: Distribution) -> str | None:
+    """The device that keeps the training set and gathers the batches, or None for tf.data on the host.
+
+    auto: the first GPU when there is one and no tf.distribute strategy; off on CPU, where the host is the
+    device and tf.data gathering ahead of the step costs less than gathering in it (docs/performance.md).
+    on: also on the CPU (same numbers; how the tests check it); refused under a strategy, whose replicas
+    each need their own batch slice (exit 2).
+    """
+    if requested == "off" or (requested == "auto" and not devices.gpus):
+        return None
+    if distribution.kind != "none":
+        if requested == "auto":
+            return None
+        raise UsageError(
+            f"--data-on-device on keeps the training set on one device, but this run uses the {distribution.kind} "
+            "strategy: drop it (auto or off) or train on one device (--strategy none)"
+        )
+    return "/GPU:0" if devices.gpus else "/CPU:0"
 
 
 def hparams_of(config: TrainConfig, precision: str) -> HParams:
