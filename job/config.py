@@ -197,6 +197,18 @@ class TrainConfig:
         readme="the run folder's name; **rerunning with the same id resumes** an unfinished run",
         readme_default="`api-loop-UTCtime-xxxx`",
     )
+    label: str = setting(
+        "",  # A note, not a training setting: a resume may change it, and config.json keeps the latest.
+        rule=Rule(
+            lambda label: len(label) <= 200 and label.isprintable(),
+            "{flag} must be at most 200 printable characters (no newlines, tabs or other control characters), "
+            "got {value!r:.60}",
+        ),
+        help="Free text kept in config.json and shown by `runs list` (at most 200 characters).",
+        readme="free text kept in config.json and shown by `runs list`, e.g. what the run tries; a resumed run may "
+        "change it",
+        readme_default="none",
+    )
     overwrite: bool = setting(
         False, help="Replace a finished run with the same id.", readme="replace a *finished* run with the same id"
     )

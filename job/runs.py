@@ -60,6 +60,7 @@ class Run:
             "test_accuracy": summary.get("test_accuracy"),
             "test_loss": summary.get("test_loss"),
             "completed_at": summary.get("completed_at"),
+            "label": self.config.get("label") or None,
         }
 
 
@@ -133,13 +134,15 @@ def list_runs(
     if not runs:
         typer.echo(f"no runs under {location}")
         return
-    rows = [["RUN ID", "STATUS", "API", "LOOP", "EPOCHS", "TEST ACC", "FINISHED"]]
+    labelled = any(run.config.get("label") for run in runs)  # A LABEL column (train --label) when a run has one.
+    rows = [["RUN ID", "STATUS", "API", "LOOP", "EPOCHS", "TEST ACC", "FINISHED", *(["LABEL"] if labelled else [])]]
     for run in runs:
         row = run.overview()
         epochs = f"{row['epochs_done']}/{row['epochs_planned'] if row['epochs_planned'] is not None else '?'}"
         api, loop = str(row["api"] or "-"), str(row["loop"] or "-")
         finished = str(row["completed_at"] or "-")
-        rows.append([run.run_id, run.status, api, loop, epochs, format_number(row["test_accuracy"]), finished])
+        label = [row["label"] or "-"] if labelled else []
+        rows.append([run.run_id, run.status, api, loop, epochs, format_number(row["test_accuracy"]), finished, *label])
     typer.echo(format_table(rows))
 
 
