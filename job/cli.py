@@ -109,11 +109,12 @@ def json_lines_requested(argv: list[str]) -> bool:
     too, including a usage error typer reports before `train` runs."""
     if not argv or argv[0] != "train":
         return False
-    value = os.environ.get(SETTINGS["log_format"].env, "")
+    declared = SETTINGS["log_format"]
+    value = os.environ.get(declared.env, "")
     for index, arg in enumerate(argv):
-        if arg == "--log-format" and index + 1 < len(argv):
+        if arg == declared.flag and index + 1 < len(argv):
             value = argv[index + 1]
-        elif arg.startswith("--log-format="):
+        elif arg.startswith(declared.flag + "="):
             value = arg.split("=", 1)[1]
     return value == LogFormat.json.value
 
