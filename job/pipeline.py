@@ -80,9 +80,15 @@ def _evaluation_dataset(images: np.ndarray, labels: np.ndarray) -> tf.data.Datas
     return dataset.cache().prefetch(tf.data.AUTOTUNE).with_options(shard_by_data())
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A distinct, reproducible shuffle seed per (run seed, epoch)."""
-    return (seed * 1_000_003 + epoch) % (2**31 - 1)
+def epoch_order(train_size: int, seed: int | tf.Tensor, epoch: int | tf.Tensor) -> tf.Tensor:
+    """Epoch `epoch`'s permutation of the training indices: one op, from (seed, epoch) alone.
+
+    A stateless shuffle of the whole index range (the same full-set uniform shuffle as the chapter's
+    shuffle(50000)) costs about 2 ms; tf.data's element-by-element shuffle of the indices capped the input at
+    ~500,000 images/s on this machine, below what a GPU consumes (docs/performance.md).
+    """
+    seeds = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(train_size, dtype=tf.int64), seed=seeds)
 
 
 def train_epoch(splits: Splits, seed: int, epoch: int, skip_steps: int = 0) -> tf.data.Dataset:
@@ -90,14 +96,7 @@ def train_epoch(splits: Splits, seed: int, epoch: int, skip_steps: int = 0) -> t
 
     Each element is (images, labels), or (indices, labels) with the training set on the device.
     """
-    images, labels = splits.train_images, splits.train_labels
-    order = tf.data.Dataset.range(splits.train_size).shuffle(splits.train_size, seed=epoch_seed(seed, epoch))
-    batches = order.batch(splits.batch_size, drop_remainder=True).skip(skip_steps)
-    if splits.on_device:  # The step gathers the images (Splits.batch_images); the labels are 1.6 kB a batch.
-        batches = batches.map(lambda index: (index, tf.gather(labels, index)))
-    else:
-        batches = batches.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
-    return batches.prefetch(tf.data.AUTOTUNE).with_options(shard_by_data())
+    return train_epochs(splits, seed, epoch, epoch + 1, first_step=skip_steps)
 
 
 def shard_by_data() -> tf.data.Options:
@@ -112,13 +111,20 @@ def train_epochs(splits: Splits, seed: int, first_epoch: int, epochs: int, first
     """Epochs first_epoch..epochs-1 back to back (the first one from `first_step`), for one iterator per run.
 
     One iterator for the whole run, not one per epoch: a fresh iterator per epoch re-spawned the
-    prefetch threads and made some epochs ~30% slower on 2 cores (docs/performance.md).
+    prefetch threads and made some epochs ~30% slower on 2 cores (docs/performance.md). Each epoch's
+    order is drawn when the iterator reaches it, so a long run holds one epoch of indices at a time.
     """
-    datasets = [
-        train_epoch(splits, seed, epoch, skip_steps=first_step if epoch == first_epoch else 0)
-        for epoch in range(first_epoch, epochs)
-    ]
-    combined = datasets[0]
-    for dataset in datasets[1:]:
-        combined = combined.concatenate(dataset)
-    return combined
+    images, labels = splits.train_images, splits.train_labels
+    steps, size = splits.steps_per_epoch, splits.batch_size
+
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = epoch_order(splits.train_size, seed, epoch)[: steps * size]  # drop_remainder, as batch() did.
+        skip = tf.where(epoch == first_epoch, tf.constant(first_step, tf.int64), tf.constant(0, tf.int64))
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [steps, size])).skip(skip)
+
+    batches = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+    if splits.on_device:  # The step gathers the images (Splits.batch_images); the labels are 1.6 kB a batch.
+        batches = batches.map(lambda index: (index, tf.gather(labels, index)))
+    else:
+        batches = batches.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
+    return batches.prefetch(tf.data.AUTOTUNE).with_options(shard_by_data())

@@ -170,7 +170,8 @@ def resolve_data_on_device(requested: str, devices: devices_module.Devices, dist
     """The device that keeps the training set and gathers the batches, or None for tf.data on the host.
 
     auto: the first GPU when there is one and no tf.distribute strategy; off on CPU, where the host is the
-    device and tf.data gathering ahead of the step costs less than gathering in it (docs/performance.md).
+    device: tf.data's prefetch gathers the next batch beside the step, the step would gather in series with
+    its own work (no faster here: bench/input_capacity.py, docs/performance.md).
     on: also on the CPU (same numbers; how the tests check it); refused under a strategy, whose replicas
     each need their own batch slice (exit 2).
     """
