@@ -146,11 +146,13 @@ def _run_reference(argv: list[str], mark: Callable[[str], None], on_call_returne
     runpy.run_path(str(ROOT / "bench" / "reference.py"), run_name="__main__")
 
 
-def wrap(owner: Any, name: str, after: Callable[[], None]) -> None:
-    """Replace owner.name with a function that calls it, then `after()`."""
+def wrap(owner: Any, name: str, after: Callable[[], None], before: Callable[[], None] | None = None) -> None:
+    """Replace owner.name with a function that calls `before()`, it, then `after()`."""
     original = getattr(owner, name)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if before is not None:
+            before()
         result = original(*args, **kwargs)
         after()
         return result
