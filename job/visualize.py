@@ -36,14 +36,11 @@ def output_folder(location: str) -> Iterator[Path]:
     """A local folder to write into: the folder itself, or for gs:// a temporary one uploaded at the end."""
     store = open_store(location)
     store.check_writable()
-    local = store.local_root()
-    if local is not None:
-        local.mkdir(parents=True, exist_ok=True)
-        yield local
-        return
     with tempfile.TemporaryDirectory(prefix="cifar10-job-") as temporary:
-        yield Path(temporary)
-        store.upload_tree("", Path(temporary))
+        folder = store.staging(Path(temporary))
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        store.upload_tree("", folder)  # Nothing to copy when the folder is the output itself.
 
 
 def inspect(
