@@ -96,7 +96,7 @@ FINISHED_KEYS = (*RESUME_KEYS, "epochs", "precision_requested")
 def changed_settings(previous: dict[str, object], current: dict[str, object], keys: tuple[str, ...]) -> str:
     """'--learning-rate 0.1 → 0.05, ...' for the recorded settings that differ from this run's ('' if none)."""
     return ", ".join(
-        f"--{key.removesuffix('_requested').replace('_', '-')} {previous[key]} → {current[key]}"
+        f"{SETTINGS[key.removesuffix('_requested')].flag} {previous[key]} → {current[key]}"
         for key in keys
         if key in previous and previous[key] != current[key]
     )
