@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from job.errors import DataError, UsageError
-from job.storage import check_output_location, is_gcs, parse_gcs_url
+from job.uri import check_output_location, is_gcs, parse_gcs_url
 
 
 class Api(StrEnum):

@@ -30,8 +30,8 @@ import numpy as np
 
 from job import stopping
 from job.errors import DataError
-from job.storage import is_gcs
 from job.untrusted import MAX_DATA_BYTES, MAX_DATA_ENTRIES, MAX_PICKLE_BYTES, check_size, contained_path
+from job.uri import is_gcs
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NUM_CLASSES = len(CLASS_NAMES)

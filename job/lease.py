@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from job import progress
 from job.errors import EXIT_OUTPUT, OutputError, UsageError
-from job.storage import is_gcs, parse_gcs_url
+from job.uri import is_gcs, parse_gcs_url
 
 log = logging.getLogger(__name__)
 

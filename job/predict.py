@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from job.errors import DataError, UsageError
-from job.storage import is_gcs, parse_gcs_url
+from job.uri import is_gcs, parse_gcs_url
 
 if TYPE_CHECKING:
     import numpy as np

@@ -16,7 +16,8 @@ from job.cluster_env import is_chief, resolve_tf_config, worker_count
 from job.config import SETTINGS, StrategyKind, TrainConfig
 from job.errors import EnvironmentNotReady, OutputError, UsageError
 from job.lease import Lease
-from job.storage import is_gcs, open_store
+from job.storage import open_store
+from job.uri import is_gcs
 
 NVIDIA_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0")  # Present in any container granted an NVIDIA GPU.
 

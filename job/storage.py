@@ -18,7 +18,6 @@ from typing import Protocol
 from job.errors import OutputError
 from job.faults import write_atomically
 from job.uri import check_output_location, is_gcs, parse_gcs_url
-from job.uri import gcs_url as gcs_url  # Re-exported: older imports take the URL helpers from here.
 
 
 class Store(Protocol):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from job.config import RUN_ID
 from job.errors import UsageError
-from job.storage import check_output_location, gcs_url, is_gcs, parse_gcs_url
+from job.uri import check_output_location, gcs_url, is_gcs, parse_gcs_url
 
 MODEL_DIR = "AIP_MODEL_DIR"
 CHECKPOINT_DIR = "AIP_CHECKPOINT_DIR"

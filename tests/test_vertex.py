@@ -16,7 +16,7 @@ import pytest
 from job import vertex
 from job.errors import UsageError
 from job.gcs import GcsStore
-from job.storage import parse_gcs_url
+from job.uri import parse_gcs_url
 from tests.conftest import RunJob
 from tests.helpers import job_env, start_job
 

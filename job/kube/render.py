@@ -19,7 +19,7 @@ from typing import Any
 
 from job.config import new_run_id
 from job.errors import UsageError
-from job.storage import parse_gcs_url
+from job.uri import parse_gcs_url
 
 KUSTOMIZE_DIR = Path(__file__).resolve().parents[2] / "k8s"  # The repository's k8s/ (an installed package has none).
 CONTAINER = "train"
