@@ -79,5 +79,6 @@ def test_metrics_round_trip_and_torn_lines_are_reported() -> None:
 
 def test_the_uri_module_imports_nothing_heavy() -> None:
     script = "import sys, job.uri; print(sorted(m for m in sys.modules if m.startswith('job')))"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "['job', 'job.errors', 'job.uri']"
