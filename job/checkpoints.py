@@ -1,7 +1,8 @@
 """Resumable training state: model, optimizer, position (epoch, step) and running metrics.
 
-One `tf.train.Checkpoint` serves both loops (it is what Keras' BackupAndRestore uses underneath), so a
-retried pod resumes the same way whichever loop it runs. Epochs are counted as *completed* epochs.
+One `tf.train.Checkpoint` serves both loops, so a retried pod resumes the same way whichever loop it runs.
+(Keras 3's BackupAndRestore is not used: it writes a .weights.h5 file and the epoch as JSON to a local
+folder, and only `fit` knows it.) Epochs are counted as *completed* epochs.
 """
 
 from __future__ import annotations

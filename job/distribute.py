@@ -1,4 +1,4 @@
-"""tf.distribute for the trainer: which strategy, and two Keras 3 fixes for multi-worker `fit`.
+"""tf.distribute for the trainer: which strategy, and two fixes for Keras 3's `fit` under a strategy.
 
     --strategy auto         MultiWorkerMirroredStrategy when TF_CONFIG or an Indexed Job's environment says
                             there are several workers; MirroredStrategy when one machine has several GPUs;
@@ -59,11 +59,10 @@ def make_distribution(requested: StrategyKind, gpus: int) -> Distribution:
                 "JOB_SERVICE (set by k8s/overlays/multiworker)"
             )
         os.environ["TF_CONFIG"] = json.dumps(tf_config)  # Derived from the Indexed Job; TF reads it from here.
-        apply_keras_distribution_fixes()
+        apply_keras_multiworker_fix()
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         return Distribution(strategy, kind, int(tf_config["task"]["index"]), worker_count(tf_config))
     if kind == "mirrored":
-        apply_keras_distribution_fixes()
         return Distribution(tf.distribute.MirroredStrategy(_local_devices(gpus)), kind, 0, 1)
     return Distribution(tf.distribute.get_strategy(), "none", 0, 1)
 
@@ -79,26 +78,47 @@ def _local_devices(gpus: int) -> list[str] | None:
     return [device.name for device in tf.config.list_logical_devices("CPU")]
 
 
+# The Keras release the fix below was written for, and checked against: keras-team/keras master of 2026-08-21
+# (3.16.0.dev) still reduces scalar metrics with axis=0 under MultiWorkerMirroredStrategy and still builds
+# the model from the epoch iterator's first batch.
+KERAS_FIXED_FOR = "3.15.1"
+
+
 def prepare_fit(model: Any, image_size: int) -> None:
-    """Give `fit` a local example batch to build from, instead of taking one from the data (see below)."""
-    model._job_symbolic_batch = (
-        tf.zeros([1, image_size, image_size, 3], tf.uint8),
-        tf.zeros([1, 1], tf.int64),
-    )
+    """Let `fit` under a strategy build `model` from a local batch of zeros, not from the training data.
 
-
-def apply_keras_distribution_fixes() -> None:
-    """Work around two Keras 3 bugs in `model.fit` under tf.distribute strategies.
-
-    keras-team/keras#20585 / tensorflow/tensorflow#72388: (1) before training, Keras takes the first batch
-    of the epoch iterator and all-reduces it just to build the model symbolically: collective ops reject
-    that under MultiWorkerMirroredStrategy, and under MirroredStrategy the batch is lost to training;
-    (2) under MultiWorkerMirroredStrategy it reduces scalar metric results with `axis=0`, which fails.
-    Both are fixed here for the pinned Keras (tests/test_distribute.py trains `fit` under both strategies
-    and compares with a single replica, so an upgrade that changes this fails the tests, not a cluster run).
+    keras-team/keras#20585 / tensorflow/tensorflow#72388, first part: before training, Keras' TensorFlow
+    trainer takes the first batch of the epoch iterator and all-reduces it only to build the model
+    symbolically: a batch taken from training, and under MirroredStrategy a failure (without this, `fit` on
+    two logical CPUs stops with "ValueError: Attempt to convert a value (PerReplica..."). The replacement is this model's own (an attribute of the instance), so
+    Keras itself is left as it is and no other model in the process is affected.
     """
+    example = (tf.zeros([1, image_size, image_size, 3], tf.uint8), tf.zeros([1, 1], tf.int64))
+
+    def maybe_symbolic_build(iterator: Any = None, data_batch: Any = None) -> None:
+        with model.distribute_strategy.scope():
+            model._symbolic_build(data_batch=example)
+
+    model._maybe_symbolic_build = maybe_symbolic_build
+
+
+def apply_keras_multiworker_fix() -> None:
+    """Reduce scalar metrics without `axis=0` under MultiWorkerMirroredStrategy (the second part of
+    keras-team/keras#20585: Keras' `reduce_per_replica` fails on them there).
+
+    This one replaces a module function of `keras.src`, for the whole process, so it is applied only to the
+    Keras release it was written for: another one is refused (exit 2) rather than trained with a fix that
+    may no longer fit. tests/test_distribute.py trains `fit` under both strategies and compares with a
+    single replica.
+    """
+    import keras
     from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 
+    if keras.version() != KERAS_FIXED_FOR:
+        raise UsageError(
+            f"Keras {keras.version()} is installed, but job/distribute.py's multi-worker fix was written for "
+            f"{KERAS_FIXED_FOR}: install requirements/runtime.lock, or check keras-team/keras#20585 and the fix"
+        )
     if getattr(keras_tf_trainer, "_job_multiworker_fixed", False):
         return
     original_reduce = keras_tf_trainer.reduce_per_replica
@@ -108,14 +128,5 @@ def apply_keras_distribution_fixes() -> None:
             return tf.nest.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), values)
         return original_reduce(values, strategy, reduction)
 
-    def maybe_symbolic_build(self: Any, iterator: Any = None, data_batch: Any = None) -> None:
-        if getattr(self, "_job_symbolic_batch", None) is not None:
-            with self.distribute_strategy.scope():
-                self._symbolic_build(data_batch=self._job_symbolic_batch)
-            return
-        original_build(self, iterator=iterator, data_batch=data_batch)
-
-    original_build = keras_tf_trainer.TensorFlowTrainer._maybe_symbolic_build
     keras_tf_trainer.reduce_per_replica = reduce_per_replica
-    keras_tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
     keras_tf_trainer._job_multiworker_fixed = True

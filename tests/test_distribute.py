@@ -193,3 +193,27 @@ def test_a_global_batch_that_does_not_split_over_the_replicas_is_exit_2(
     assert result.stderr.strip().splitlines()[-1] == (
         "error: --batch-size 51 does not split evenly over 2 replicas: use a multiple of 2 (it is the global batch)"
     )
+
+
+def test_the_multiworker_fix_refuses_a_keras_release_it_was_not_written_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    from job import distribute
+    from job.errors import UsageError
+
+    monkeypatch.setattr(keras, "version", lambda: "3.99.0")
+    with pytest.raises(UsageError, match=r"^Keras 3\.99\.0 is installed, but .* written for 3\.15\.1: install"):
+        distribute.apply_keras_multiworker_fix()
+
+
+def test_building_fit_from_zeros_changes_the_model_prepared_and_not_keras() -> None:
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    from job import distribute, models
+
+    keras_build = TensorFlowTrainer._maybe_symbolic_build
+    prepared, other = models.build_sequential(), models.build_sequential()
+    distribute.prepare_fit(prepared, 32)
+    assert TensorFlowTrainer._maybe_symbolic_build is keras_build
+    assert getattr(other._maybe_symbolic_build, "__func__", None) is keras_build
+    assert getattr(prepared._maybe_symbolic_build, "__func__", None) is not keras_build
