@@ -140,6 +140,7 @@ def custom_loop(
     jit_compile: bool,
     steps_per_execution: int = 1,
     checkpoint_every_steps: int = 0,
+    evaluate: Evaluator | None = None,
 ) -> None:
     """The chapter's GradientTape loop; `metrics` (train_loss, train_accuracy) are checkpointed mid-epoch.
 
@@ -149,7 +150,7 @@ def custom_loop(
     has something to do (job.stepping), so the records, checkpoints and stops land on the same steps.
     """
     strategy = model.distribute_strategy  # The strategy the model was built under (or the default one).
-    loss_fn, evaluate = make_loss(reduction=None), Evaluator(model)
+    loss_fn, evaluate = make_loss(reduction=None), evaluate or Evaluator(model)  # The caller's: traced once.
     train_loss, train_accuracy = metrics["train_loss"], metrics["train_accuracy"]
     global_batch = splits.batch_size
 

@@ -137,6 +137,7 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
         write_hparams(writer.path(TENSORBOARD), hparams_of(config, precision), trial_id=config.run_id)
     if distribution.kind != "none" and config.loop == Loop.fit:
         prepare_fit(model, dataset.image_size)
+    evaluator = Evaluator(model)  # Validates in the custom loop and tests both: the test reuses its trace.
     if first_epoch < config.epochs:
         train_model(
             config,
@@ -149,6 +150,7 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
             first_step,
             jit_compile,
             steps_per_execution,
+            evaluator,
         )
     if stopping.requested():
         writer.sync_tree(CHECKPOINTS)
@@ -162,7 +164,7 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
         return {}
 
     stopping.raise_if_requested("after training, before publishing")
-    test = Evaluator(model)(splits.test)
+    test = evaluator(splits.test)
     return publish(writer, reporter, config, model, dataset.image_size, monitor, test, started)
 
 
@@ -273,6 +275,7 @@ def train_model(
     first_step: int,
     jit_compile: bool,
     steps_per_execution: int,
+    evaluator: Evaluator,
 ) -> None:
     if config.loop == Loop.fit:
         fit_loop(
@@ -300,6 +303,7 @@ def train_model(
             jit_compile=jit_compile,
             steps_per_execution=steps_per_execution,
             checkpoint_every_steps=config.checkpoint_every_steps,
+            evaluate=evaluator,
         )
 
 
