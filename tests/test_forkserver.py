@@ -46,18 +46,8 @@ def test_a_forked_command_exits_and_prints_as_a_fresh_interpreter_does(
 
 @pytest.mark.slow
 def test_a_forked_trainer_killed_by_a_signal_reports_it_as_subprocess_does(tiny_tarball: Path, tmp_path: Path) -> None:
-    args = [
-        "train",
-        "--data",
-        str(tiny_tarball),
-        "--output",
-        str(tmp_path),
-        "--validation-size",
-        "100",
-        "--epochs",
-        "50",
-    ]
-    trainer = start_job(args)
+    args = ["train", "--validation-size", "100", "--epochs", "50", "--data", str(tiny_tarball)]
+    trainer = start_job([*args, "--output", str(tmp_path)])
     assert isinstance(trainer, ForkedJob)
     assert trainer.stdout.readline().startswith("devices ")  # Running, past its imports.
     assert trainer.poll() is None
