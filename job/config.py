@@ -214,7 +214,7 @@ class TrainConfig:
     )
     require_gpu: bool = setting(
         False,
-        help="Fail (exit 2) if no GPU is visible.",
+        help="Fail (exit 6: environment not ready) if no GPU is visible.",
         readme="exit 6 at once when no NVIDIA GPU is visible, instead of training on CPU for hours "
         "(a Job tries a new pod)",
     )
