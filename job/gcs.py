@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import http.client
 import os
 import re
 import secrets
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import google.auth
 import requests
+import urllib3
 from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry
 from google.auth import compute_engine
@@ -36,14 +38,13 @@ from google.auth.transport.requests import Request
 from google.cloud import storage
 from google.cloud.storage import transfer_manager
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
-from google.cloud.storage.retry import DEFAULT_RETRY, _should_retry
 
 from job.errors import EnvironmentNotReady, JobError, OutputError, UsageError
 from job.untrusted import check_names, contained_path
 from job.uri import gcs_url
 
-# The library retries 429, 408, 5xx and connection errors with exponential backoff (1 s doubling to
-# 60 s); this caps how long one request keeps trying before the job gives up with exit 4.
+# Transient errors (429, 408, 5xx, connection errors, timeouts) are retried with exponential backoff (1 s
+# doubling to 60 s); this caps how long one request keeps trying before the job gives up with exit 4.
 DEFAULT_RETRY_DEADLINE = 120.0
 REQUEST_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds for each HTTP request.
 # Eight threads: requests keeps ten pooled connections per host, so more threads would only queue.
@@ -64,13 +65,49 @@ HINT_ROLE = (
 )
 
 
+# What google-cloud-storage 3.17's own retry predicate treats as transient, written here with public names
+# only (the library's is private: google.cloud.storage.retry._should_retry). tests/test_gcs_store.py pins it.
+TRANSIENT_ERRORS = (
+    api_exceptions.TooManyRequests,
+    api_exceptions.InternalServerError,
+    api_exceptions.BadGateway,
+    api_exceptions.ServiceUnavailable,
+    api_exceptions.GatewayTimeout,
+    ConnectionError,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.Timeout,
+    http.client.BadStatusLine,
+    http.client.IncompleteRead,
+    http.client.ResponseNotReady,
+    urllib3.exceptions.PoolError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.SSLError,
+    urllib3.exceptions.TimeoutError,
+)
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failed request may succeed if sent again."""
+    if isinstance(error, TRANSIENT_ERRORS):
+        return True
+    if isinstance(error, api_exceptions.GoogleAPICallError):
+        return error.code in TRANSIENT_STATUS
+    if isinstance(error, InvalidResponse):
+        return error.response.status_code in TRANSIENT_STATUS
+    if isinstance(error, auth_exceptions.TransportError) and error.args:
+        return isinstance(error.args[0], BaseException) and is_transient(error.args[0])
+    return False
+
+
 def retry_deadline() -> float:
     """Seconds to keep retrying transient errors: JOB_GCS_RETRY_DEADLINE, default 120."""
     return positive_seconds("JOB_GCS_RETRY_DEADLINE", DEFAULT_RETRY_DEADLINE)
 
 
 def retry_policy(deadline: float) -> Retry:
-    """DEFAULT_RETRY for one operation, with one budget shared by all its threads.
+    """Exponential backoff on transient errors for one operation, with one budget shared by all its threads.
 
     Retrying stops `deadline` seconds after the operation's first transient error, so 100 parallel
     uploads to a dead endpoint fail after `deadline` seconds, not after 100 / MAX_WORKERS × deadline.
@@ -79,13 +116,13 @@ def retry_policy(deadline: float) -> Retry:
     first_error: list[float] = []
 
     def should_retry(error: Exception) -> bool:
-        if not _should_retry(error):  # The library's own test: 408, 429, 5xx, connection errors, timeouts.
+        if not is_transient(error):
             return False
         with lock:
             first_error[:] = first_error or [time.monotonic()]
             return time.monotonic() - first_error[0] < deadline
 
-    return DEFAULT_RETRY.with_predicate(should_retry).with_timeout(deadline)
+    return Retry(predicate=should_retry, timeout=deadline)
 
 
 def positive_seconds(name: str, default: float) -> float:
@@ -211,7 +248,7 @@ def gcs_errors(action: str, url: str, bucket: str, error: type[JobError] = Outpu
         requests.RequestException,
         ConnectionError,
     ) as cause:
-        verb = "gave up" if _should_retry(cause) else "failed"  # Transient, but out of retry budget.
+        verb = "gave up" if is_transient(cause) else "failed"  # Transient, but out of retry budget.
         raise error(f"{verb} {action} {url}: {describe(cause)}") from None
 
 

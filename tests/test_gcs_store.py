@@ -282,3 +282,35 @@ def test_only_a_silent_metadata_server_counts_as_not_ready(monkeypatch: pytest.M
     assert not metadata_unreachable(chained(auth_exceptions.RefreshError("token"), forbidden))
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nowhere/key.json")  # A named key file: a setting.
     assert not metadata_unreachable(auth_exceptions.DefaultCredentialsError("File /nowhere/key.json was not found."))
+
+
+TRANSIENT_OR_NOT = [
+    (api_exceptions.TooManyRequests("slow down"), True),
+    (api_exceptions.ServiceUnavailable("try later"), True),
+    (api_exceptions.InternalServerError("oops"), True),
+    (api_exceptions.GatewayTimeout("late"), True),
+    (api_exceptions.from_http_status(408, "request timeout"), True),
+    (ConnectionResetError("reset by peer"), True),
+    (requests.ConnectionError("refused"), True),
+    (requests.ReadTimeout("read timed out"), True),
+    (auth_exceptions.TransportError(requests.ConnectionError("metadata refused")), True),
+    (api_exceptions.NotFound("no such object"), False),
+    (api_exceptions.Forbidden("denied"), False),
+    (api_exceptions.PreconditionFailed("generation changed"), False),
+    (auth_exceptions.TransportError("not an exception"), False),
+    (ValueError("a bug"), False),
+]
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"), TRANSIENT_OR_NOT, ids=[type(error).__name__ for error, _ in TRANSIENT_OR_NOT]
+)
+def test_transient_errors_are_those_the_storage_library_retries(error: Exception, transient: bool) -> None:
+    """Our predicate uses public names only; it must still agree with the library's own (private) one, so an
+    upgrade of google-cloud-storage that changes what is retried fails here."""
+    from google.cloud.storage.retry import _should_retry
+
+    from job.gcs import is_transient
+
+    assert is_transient(error) is transient
+    assert _should_retry(error) is transient
