@@ -233,10 +233,10 @@ def read_breakdown(data: Path, repeats: int) -> dict[str, float]:
     return {"inflate gzip stream": min(inflate), "whole load (inflate + tar + decode)": min(whole)}
 
 
-def export_revision(revision: str, folder: Path) -> Path:
+def export_revision(revision: str, folder: Path, repository: Path = ROOT) -> Path:
     """`git archive REV` into folder: the trainer as it was, without touching the shared working tree."""
     folder.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True).stdout
+    archive = subprocess.run(["git", "archive", revision], cwd=repository, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return folder
 
@@ -255,7 +255,11 @@ def markdown(result: dict[str, Any]) -> str:
         cells = [f"{table[key]:.2f}" if key in table else "" for table in result["tables"].values()]
         bold = key.startswith("total")
         lines.append(f"| {'**' + key + '**' if bold else key} | " + " | ".join(cells) + " |")
-    lines += ["", f"Machine: {result['machine']}; {result['date']}; {result['repeats']} repeat(s), medians."]
+    lines += [
+        "",
+        f"Machine: {result['machine']}; {result['date']}; {result['repeats']} repeat(s), medians; load average "
+        f"{result['load_average']:.1f} at the end (other processes share the cores).",
+    ]
     lines.append(f"Data: {result['data']}.")
     for name, ratio in result.get("ratios", {}).items():
         lines.append(f"{name}: {ratio:.2f}× (median of neighbouring-run ratios).")
@@ -278,6 +282,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loops", default="fit", help="comma-separated: fit,custom")
     parser.add_argument("--baseline", default="", help="a git revision to time alongside (git archive)")
+    parser.add_argument("--repository", type=Path, default=ROOT, help="where --baseline is read from")
     parser.add_argument("--no-reference", action="store_true", help="skip the chapter's code")
     parser.add_argument("--name", default="startup", help="results file name (bench/results/NAME.{json,md})")
     arguments = parser.parse_args()
@@ -286,7 +291,9 @@ def main() -> None:
         scratch = Path(folder)
         sources = {"this checkout": ROOT}
         if arguments.baseline:
-            sources[f"baseline {arguments.baseline}"] = export_revision(arguments.baseline, scratch / "baseline")
+            sources[f"baseline {arguments.baseline}"] = export_revision(
+                arguments.baseline, scratch / "baseline", arguments.repository
+            )
         runs: dict[str, list[dict[str, float]]] = {}
         for repeat in range(arguments.repeats):
             for loop in loops:
@@ -319,6 +326,7 @@ def main() -> None:
             "tables": {column: median_table(column_runs) for column, column_runs in runs.items()},
             "runs": runs,
             "ratios": ratios,
+            "load_average": os.getloadavg()[0],
         }
         if arguments.data.name.endswith(".tar.gz"):
             result["read_breakdown"] = read_breakdown(arguments.data, 3)
