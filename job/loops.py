@@ -54,8 +54,6 @@ class _MonitorCallback(keras.callbacks.Callback):
         self.monitor = monitor
         self.current_epoch = 0
         self.steps_done = 0
-        # Receive the logs as tensors: converting them to floats on every batch would sync every step.
-        self._supports_tf_logs = True
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self.current_epoch = epoch
@@ -63,6 +61,8 @@ class _MonitorCallback(keras.callbacks.Callback):
         self.monitor.epoch_begin(epoch)
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        # Called once per call into TensorFlow (--steps-per-execution steps), with the logs already converted
+        # to Python floats by Keras 3: that is fit's one sync with the host per call.
         self.steps_done = batch + 1
         self.monitor.step_end(self.current_epoch, self.steps_done, (logs or {}).get("loss", float("nan")))
         if self.monitor.stop_requested:
