@@ -36,8 +36,9 @@ from bench import reference
 from job import data as data_module
 from job import devices as devices_module
 from job import loops, pipeline, stepping
-from job.config import Precision, Xla
+from job.config import Api, Loop, Precision, TrainConfig, Xla
 from job.models import build_model
+from job.plan import Plan
 
 PROBE_IMAGES = 10_000  # 50 steps of 200 per epoch.
 ROUNDS = 2
@@ -84,14 +85,28 @@ def time_ours(api: str, loop: str, dataset: data_module.Cifar10, memory: bool) -
 
     pipeline.train_epoch = train_epoch  # Both loops reach it through pipeline.train_epochs.
     try:
-        common: dict[str, Any] = {"seed": 42, "epochs": EPOCHS_PER_RUN, "first_epoch": 0, "jit_compile": False}
+        config = TrainConfig(api=Api(api), loop=Loop(loop), epochs=EPOCHS_PER_RUN, seed=42)
+        steps_per_execution = (  # As `train` chooses by default.
+            stepping.fit_steps_per_execution(0, splits.steps_per_epoch)
+            if loop == "fit"
+            else stepping.requested_steps(0)
+        )
+        plan = Plan(
+            config,
+            precision=keras.mixed_precision.global_policy().name,
+            jit_compile=False,
+            steps_per_epoch=splits.steps_per_epoch,
+            steps_per_execution=steps_per_execution,
+            first_epoch=0,
+            first_step=0,
+            is_chief=True,
+            workers=1,
+        )
         if loop == "fit":
-            common["steps_per_execution"] = stepping.fit_steps_per_execution(0, splits.steps_per_epoch)  # As `train`.
-            loops.fit_loop(model, optimizer, splits, monitor, **common)  # type: ignore[arg-type]
+            loops.fit_loop(model, optimizer, splits, monitor, plan)  # type: ignore[arg-type]
         else:
-            common["steps_per_execution"] = stepping.requested_steps(0)  # As `train` by default.
             metrics = {"train_loss": keras.metrics.Mean(), "train_accuracy": keras.metrics.SparseCategoricalAccuracy()}
-            loops.custom_loop(model, optimizer, splits, monitor, metrics, first_step=0, **common)  # type: ignore[arg-type]
+            loops.custom_loop(model, optimizer, splits, monitor, metrics, plan)  # type: ignore[arg-type]
     finally:
         pipeline.train_epoch = real_epoch
     return statistics.median(monitor.seconds[1:])

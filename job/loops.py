@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from job.monitor import Monitor
 from job.pipeline import Splits, train_epochs
+from job.plan import Plan
 from job.stepping import chunks
 
 
@@ -80,14 +81,9 @@ def fit_loop(
     optimizer: keras.optimizers.Optimizer,
     splits: Splits,
     monitor: Monitor,
-    *,
-    seed: int,
-    epochs: int,
-    first_epoch: int,
-    jit_compile: bool,
-    steps_per_execution: int = 1,
+    plan: Plan,
 ) -> None:
-    """`model.fit` over epochs first_epoch..epochs-1, validating on test[:N] after each.
+    """`model.fit` over epochs plan.first_epoch..epochs-1, validating on test[:N] after each.
 
     `steps_per_execution` must divide the epoch and the log interval (job.stepping.fit_steps_per_execution).
     With the training set on the device, `fit` trains a wrapper that gathers each batch's images in the step
@@ -99,13 +95,14 @@ def fit_loop(
             optimizer=optimizer,
             loss=make_loss(),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=jit_compile,
-            steps_per_execution=steps_per_execution,
+            jit_compile=plan.jit_compile,
+            steps_per_execution=plan.steps_per_execution,
         )
+    epochs = plan.config.epochs
     trained.fit(
-        train_epochs(splits, seed, first_epoch, epochs),
+        train_epochs(splits, plan.config.seed, plan.first_epoch, epochs),
         epochs=epochs,
-        initial_epoch=first_epoch,
+        initial_epoch=plan.first_epoch,
         steps_per_epoch=splits.steps_per_epoch,
         validation_data=splits.validation,
         callbacks=[_MonitorCallback(monitor)],
@@ -132,21 +129,14 @@ def custom_loop(
     splits: Splits,
     monitor: Monitor,
     metrics: dict[str, keras.metrics.Metric],
-    *,
-    seed: int,
-    epochs: int,
-    first_epoch: int,
-    first_step: int,
-    jit_compile: bool,
-    steps_per_execution: int = 1,
-    checkpoint_every_steps: int = 0,
+    plan: Plan,
     evaluate: Evaluator | None = None,
 ) -> None:
     """The chapter's GradientTape loop; `metrics` (train_loss, train_accuracy) are checkpointed mid-epoch.
 
     Written for tf.distribute (it is the plain chapter loop under the default strategy): each replica
     averages its examples' losses over the *global* batch, and the optimizer sums the replicas' gradients.
-    Each call runs a chunk of up to `steps_per_execution` steps that ends wherever the Monitor
+    Each call runs a chunk of up to plan.steps_per_execution steps that ends wherever the Monitor
     has something to do (job.stepping), so the records, checkpoints and stops land on the same steps.
     """
     strategy = model.distribute_strategy  # The strategy the model was built under (or the default one).
@@ -166,7 +156,7 @@ def custom_loop(
         train_accuracy.update_state(labels, probabilities)
         return loss
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function(jit_compile=plan.jit_compile)
     def train_step(batch: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         images_or_indices, labels = batch  # Indices with the training set on the device (single device only).
         replica_losses = strategy.run(replica_step, args=(splits.batch_images(images_or_indices), labels))
@@ -180,16 +170,17 @@ def custom_loop(
             batch_loss = train_step(next(iterator))
         return batch_loss  # The chunk's last batch loss.
 
-    run_batches = train_epochs(splits, seed, first_epoch, epochs, first_step=first_step)
+    first_epoch, first_step = plan.first_epoch, plan.first_step
+    run_batches = train_epochs(splits, plan.config.seed, first_epoch, plan.config.epochs, first_step=first_step)
     iterator = iter(strategy.experimental_distribute_dataset(run_batches))
-    for epoch in range(first_epoch, epochs):
+    for epoch in range(first_epoch, plan.config.epochs):
         skip = first_step if epoch == first_epoch else 0
         if not skip:
             train_loss.reset_state()
             train_accuracy.reset_state()
         monitor.epoch_begin(epoch, skip)
         step = skip
-        for size in chunks(skip, splits.steps_per_epoch, steps_per_execution, checkpoint_every_steps):
+        for size in chunks(skip, splits.steps_per_epoch, plan.steps_per_execution, plan.checkpoint_every_steps):
             batch_loss = train_steps(iterator, tf.constant(size))
             step += size
             monitor.step_end(epoch, step, train_loss.result(), batch_loss)

@@ -25,6 +25,7 @@ from job.artifacts import CHECKPOINTS, TENSORBOARD, RunWriter
 from job.checkpoints import Checkpointer
 from job.errors import DivergedError
 from job.metrics import EpochRecord, StepRecord
+from job.plan import Plan
 from job.progress import Reporter
 from job.stepping import LOG_EVERY_STEPS
 
@@ -54,20 +55,16 @@ class Monitor:
         writer: RunWriter,
         reporter: Reporter,
         checkpointer: Checkpointer,
-        epochs: int,
-        steps_per_epoch: int,
-        batch_size: int,
-        checkpoint_every_steps: int = 0,
-        save_on_stop: bool = True,
+        plan: Plan,
     ) -> None:
         self.writer = writer
         self.reporter = reporter
         self.checkpointer = checkpointer
-        self.epochs = epochs
-        self.steps_per_epoch = steps_per_epoch
-        self.batch_size = batch_size
-        self.checkpoint_every_steps = checkpoint_every_steps
-        self.save_on_stop = save_on_stop
+        self.epochs = plan.config.epochs
+        self.steps_per_epoch = plan.steps_per_epoch
+        self.batch_size = plan.config.batch_size
+        self.checkpoint_every_steps = plan.checkpoint_every_steps
+        self.save_on_stop = plan.save_on_stop
         self.epoch_records: list[Mapping[str, Any]] = [r for r in writer.read_metrics() if r["kind"] == "epoch"]
         self.tensorboard = {
             run: tf.summary.create_file_writer(str(writer.path(TENSORBOARD) / run)) for run in (TRAIN, VALIDATION)

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +31,8 @@ from job.faults import write_atomically
 from job.loops import Evaluator, custom_loop, fit_loop
 from job.models import build_model
 from job.monitor import HParams, Monitor, write_hparams
-from job.pipeline import make_splits
+from job.pipeline import Splits, make_splits
+from job.plan import Plan
 from job.preflight import Prepared
 from job.progress import Reporter
 from job.run_record import describe_run, resumed_record
@@ -63,109 +65,117 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
     reporter = Reporter(config.log_format.value)
     writer, dataset = prepared.writer, prepared.dataset
     stopping.raise_if_requested("while TensorFlow was loading")
-    devices = devices_module.detect()
-    distribution = make_distribution(config.strategy, len(devices.gpus))  # Before any other TensorFlow op.
-    reporter.event("devices", seen="; ".join(devices.describe()), **distribution.describe())
-    if config.require_gpu:
-        devices_module.require_gpu(devices)
-    check_global_batch(config.batch_size, distribution.replicas)
-    precision = devices_module.resolve_precision(config.precision, devices)
-    jit_compile = devices_module.resolve_xla(config.xla, devices)
-    keras.mixed_precision.set_global_policy(precision)
-    keras.utils.set_random_seed(config.seed)
-
+    devices, distribution, precision, jit_compile = set_up_devices(config, reporter)
     data_device = resolve_data_on_device(config.data_on_device.value, devices, distribution)
     splits = make_splits(dataset, config.batch_size, config.validation_size, device=data_device)
-    with distribution.strategy.scope():
-        model = build_model(config.api.value, dataset.image_size)
-        optimizer = make_optimizer(config, precision)
-        optimizer.build(model.trainable_variables)
-        train_metrics = {
-            "train_loss": keras.metrics.Mean(),
-            "train_accuracy": keras.metrics.SparseCategoricalAccuracy(),
-        }
-    checkpointer = Checkpointer(writer.path(CHECKPOINTS), model, optimizer, train_metrics)
+    trainee = Trainee.build(config, distribution, dataset.image_size, precision)
+    checkpointer = Checkpointer(writer.path(CHECKPOINTS), trainee.model, trainee.optimizer, trainee.metrics)
     restored = checkpointer.restore() if prepared.resuming else Restored(0, 0, None)
     if checkpointer.repaired:  # Damaged checkpoints were dropped: the stored copy must not keep them.
         writer.sync_tree(CHECKPOINTS, prune=True)
-    first_epoch, first_step = restored.completed_epochs, restored.steps_into_epoch
-    if config.loop == Loop.fit:
-        first_step = 0  # fit resumes at epoch boundaries; a mid-epoch checkpoint repeats that epoch.
-
-    steps_per_execution = effective_steps_per_execution(config, splits.steps_per_epoch, distribution)
+    plan = Plan(
+        config,
+        precision=precision,
+        jit_compile=jit_compile,
+        steps_per_epoch=splits.steps_per_epoch,
+        steps_per_execution=effective_steps_per_execution(config, splits.steps_per_epoch, distribution),
+        first_epoch=restored.completed_epochs,
+        # fit resumes at epoch boundaries: a mid-epoch checkpoint repeats that epoch.
+        first_step=0 if config.loop == Loop.fit else restored.steps_into_epoch,
+        is_chief=prepared.is_chief,
+        workers=distribution.workers,
+    )
     settings = {
         **config.to_json(),
         "precision": precision,
         "precision_requested": config.precision.value,
-        "steps_per_execution": steps_per_execution,
+        "steps_per_execution": plan.steps_per_execution,
         "steps_per_execution_requested": config.steps_per_execution,
         "data_on_device": data_device is not None,
         "data_on_device_requested": config.data_on_device.value,
     }
-    record = describe_run(settings, jit_compile, devices, distribution, dataset, splits.steps_per_epoch, model)
+    record = describe_run(settings, jit_compile, devices, distribution, dataset, plan.steps_per_epoch, trainee.model)
     if prepared.resuming:
-        record = resumed_record(writer, record, first_epoch, first_step, restored.checkpoint)
-    if prepared.is_chief:
+        record = resumed_record(writer, record, plan.first_epoch, plan.first_step, restored.checkpoint)
+    if plan.is_chief:
         mirror_to_vertex_dirs(writer)
-    writer.keep_metrics_through(first_epoch, first_step)
+    writer.keep_metrics_through(plan.first_epoch, plan.first_step)
     writer.write_json(CONFIG, record)
     stopping.raise_if_requested("before training started")
-    if prepared.is_chief:
+    if plan.is_chief:
         plots.write_data_plots(dataset, writer.path(plots.FOLDER), reporter)  # Warns on failure; stops on request.
+        write_hparams(writer.path(TENSORBOARD), hparams_of(config, precision), trial_id=config.run_id)
     reporter.event(
         "resuming" if prepared.resuming else "training",
         run=writer.url,
         api=config.api.value,
         loop=config.loop.value,
-        from_epoch=first_epoch + 1,
-        **({"from_step": first_step, "checkpoint": restored.checkpoint or "none"} if prepared.resuming else {}),
+        from_epoch=plan.first_epoch + 1,
+        **({"from_step": plan.first_step, "checkpoint": restored.checkpoint or "none"} if prepared.resuming else {}),
         precision=precision,
         xla=jit_compile,
     )
 
-    monitor = Monitor(
-        writer,
-        reporter,
-        checkpointer,
-        config.epochs,
-        splits.steps_per_epoch,
-        config.batch_size,
-        config.checkpoint_every_steps if config.loop == Loop.custom else 0,
-        save_on_stop=distribution.workers == 1,  # A lone stopping worker cannot join a collective save.
-    )
-    if prepared.is_chief:
-        write_hparams(writer.path(TENSORBOARD), hparams_of(config, precision), trial_id=config.run_id)
-    if distribution.kind != "none" and config.loop == Loop.fit:
-        prepare_fit(model, dataset.image_size)
-    evaluator = Evaluator(model)  # Validates in the custom loop and tests both: the test reuses its trace.
-    if first_epoch < config.epochs:
-        train_model(
-            config,
-            model,
-            optimizer,
-            splits,
-            monitor,
-            train_metrics,
-            first_epoch,
-            first_step,
-            jit_compile,
-            steps_per_execution,
-            evaluator,
-        )
+    monitor = Monitor(writer, reporter, checkpointer, plan)
+    evaluator = Evaluator(trainee.model)  # Validates in the custom loop and tests both: the test reuses its trace.
+    if plan.first_epoch < config.epochs:
+        trainee.train(splits, monitor, plan, evaluator)
     if stopping.requested():
         writer.sync_tree(CHECKPOINTS)
         raise Interrupted(
             f"stopped by a signal; training state saved in {writer.url}/{CHECKPOINTS}: "
             f"rerun the same command with --run-id {config.run_id} to resume"
         )
-    if not prepared.is_chief:
+    if not plan.is_chief:
         writer.discard()
         reporter.event("worker finished", worker=distribution.worker_index, published="nothing (the chief publishes)")
         return {}
 
     stopping.raise_if_requested("after training, before publishing")
     test = evaluator(splits.test)
-    return publish(writer, reporter, config, model, dataset.image_size, monitor, test, started)
+    return publish(writer, reporter, config, trainee.model, dataset.image_size, monitor, test, started)
+
+
+def set_up_devices(config: TrainConfig, reporter: Reporter) -> tuple[devices_module.Devices, Distribution, str, bool]:
+    """The devices, the tf.distribute strategy (joining the cluster: before any other TensorFlow op), the
+    precision and whether to compile with XLA; sets Keras' dtype policy and seeds."""
+    devices = devices_module.detect()
+    distribution = make_distribution(config.strategy, len(devices.gpus))
+    reporter.event("devices", seen="; ".join(devices.describe()), **distribution.describe())
+    if config.require_gpu:
+        devices_module.require_gpu(devices)
+    check_global_batch(config.batch_size, distribution.replicas)
+    precision = devices_module.resolve_precision(config.precision, devices)
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(config.seed)
+    return devices, distribution, precision, devices_module.resolve_xla(config.xla, devices)
+
+
+@dataclass(frozen=True)
+class Trainee:
+    """What training changes and a checkpoint saves: the model, its optimizer and the running train metrics."""
+
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    metrics: dict[str, keras.metrics.Metric]
+
+    @classmethod
+    def build(cls, config: TrainConfig, distribution: Distribution, image_size: int, precision: str) -> Trainee:
+        with distribution.strategy.scope():
+            model = build_model(config.api.value, image_size)
+            optimizer = make_optimizer(config, precision)
+            optimizer.build(model.trainable_variables)
+            metrics = {"train_loss": keras.metrics.Mean(), "train_accuracy": keras.metrics.SparseCategoricalAccuracy()}
+        if distribution.kind != "none" and config.loop == Loop.fit:
+            prepare_fit(model, image_size)
+        return cls(model, optimizer, metrics)
+
+    def train(self, splits: Splits, monitor: Monitor, plan: Plan, evaluator: Evaluator) -> None:
+        """The rest of the run's epochs, with the loop it asked for."""
+        if plan.fit:
+            fit_loop(self.model, self.optimizer, splits, monitor, plan)
+        else:
+            custom_loop(self.model, self.optimizer, splits, monitor, self.metrics, plan, evaluator)
 
 
 def resolve_data_on_device(requested: str, devices: devices_module.Devices, distribution: Distribution) -> str | None:
@@ -262,49 +272,6 @@ def make_optimizer(config: TrainConfig, precision: str) -> keras.optimizers.Opti
     if precision == "mixed_float16":
         return keras.optimizers.LossScaleOptimizer(optimizer)  # float16 gradients underflow without it.
     return optimizer
-
-
-def train_model(
-    config: TrainConfig,
-    model: keras.Model,
-    optimizer: keras.optimizers.Optimizer,
-    splits: Any,
-    monitor: Monitor,
-    train_metrics: dict[str, keras.metrics.Metric],
-    first_epoch: int,
-    first_step: int,
-    jit_compile: bool,
-    steps_per_execution: int,
-    evaluator: Evaluator,
-) -> None:
-    if config.loop == Loop.fit:
-        fit_loop(
-            model,
-            optimizer,
-            splits,
-            monitor,
-            seed=config.seed,
-            epochs=config.epochs,
-            first_epoch=first_epoch,
-            jit_compile=jit_compile,
-            steps_per_execution=steps_per_execution,
-        )
-    else:
-        custom_loop(
-            model,
-            optimizer,
-            splits,
-            monitor,
-            train_metrics,
-            seed=config.seed,
-            epochs=config.epochs,
-            first_epoch=first_epoch,
-            first_step=first_step,
-            jit_compile=jit_compile,
-            steps_per_execution=steps_per_execution,
-            checkpoint_every_steps=config.checkpoint_every_steps,
-            evaluate=evaluator,
-        )
 
 
 def effective_steps_per_execution(config: TrainConfig, steps_per_epoch: int, distribution: Distribution) -> int:
