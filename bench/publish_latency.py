@@ -59,7 +59,7 @@ def child(argv: list[str]) -> None:
     from job.artifacts import RunWriter
 
     wrap(monitor.Monitor, "step_end", after=mark("last_step"))  # The last call wins.
-    wrap(train_module, "train_model", after=mark("loop_done"))
+    wrap(train_module.Trainee, "train", after=mark("loop_done"))
     wrap(train_module, "publish", before=mark("publish_started"), after=mark("finished"))
     wrap(keras.Model, "export", after=mark("export_done"))
     wrap(keras.Model, "save", after=mark("save_done"))
