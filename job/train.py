@@ -87,14 +87,16 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
     )
     settings = {
         **config.to_json(),
-        "precision": precision,
+        "precision": plan.precision,
         "precision_requested": config.precision.value,
         "steps_per_execution": plan.steps_per_execution,
         "steps_per_execution_requested": config.steps_per_execution,
         "data_on_device": data_device is not None,
         "data_on_device_requested": config.data_on_device.value,
     }
-    record = describe_run(settings, jit_compile, devices, distribution, dataset, plan.steps_per_epoch, trainee.model)
+    record = describe_run(
+        settings, plan.jit_compile, devices, distribution, dataset, plan.steps_per_epoch, trainee.model
+    )
     if prepared.resuming:
         record = resumed_record(writer, record, plan.first_epoch, plan.first_step, restored.checkpoint)
     if plan.is_chief:
@@ -104,7 +106,7 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
     stopping.raise_if_requested("before training started")
     if plan.is_chief:
         plots.write_data_plots(dataset, writer.path(plots.FOLDER), reporter)  # Warns on failure; stops on request.
-        write_hparams(writer.path(TENSORBOARD), hparams_of(config, precision), trial_id=config.run_id)
+        write_hparams(writer.path(TENSORBOARD), hparams_of(config, plan.precision), trial_id=config.run_id)
     reporter.event(
         "resuming" if prepared.resuming else "training",
         run=writer.url,
@@ -112,8 +114,8 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
         loop=config.loop.value,
         from_epoch=plan.first_epoch + 1,
         **({"from_step": plan.first_step, "checkpoint": restored.checkpoint or "none"} if prepared.resuming else {}),
-        precision=precision,
-        xla=jit_compile,
+        precision=plan.precision,
+        xla=plan.jit_compile,
     )
 
     monitor = Monitor(writer, reporter, checkpointer, plan)
