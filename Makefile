@@ -39,8 +39,10 @@ system-packages: ## Install the system packages (Graphviz) with apt-get when mis
 
 # uv (pinned in requirements/bootstrap.lock, installed with pip) installs the locks: it downloads in parallel.
 # --native-tls: trust the system CA bundle, as pip does (package registries may sit behind a TLS proxy).
+# --compile-bytecode: uv, unlike pip, writes no .pyc; where PYTHONDONTWRITEBYTECODE is set (these machines),
+# every process would compile TensorFlow's sources again: `import tensorflow, keras` 8.0 s instead of 3.3 s.
 UV = $(VENV)/bin/uv
-UV_INSTALL = $(UV) pip install --quiet --native-tls
+UV_INSTALL = $(UV) pip install --quiet --native-tls --compile-bytecode
 $(STAMP): requirements/bootstrap.lock requirements/runtime.lock requirements/dev.lock pyproject.toml | system-packages
 	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/bootstrap.lock
