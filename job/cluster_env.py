@@ -90,10 +90,8 @@ def is_chief(tf_config: TfConfig | None) -> bool:
     """True for the one task that writes artifacts: no cluster, the chief, or worker 0 when there is no chief."""
     if tf_config is None:
         return True
-    task = tf_config["task"]
-    if task["type"] == "chief":
-        return True
-    return task["type"] == "worker" and task["index"] == 0 and not tf_config["cluster"].get("chief")
+    task, cluster = tf_config["task"], tf_config["cluster"]
+    return task["type"] == "chief" or (task["type"] == "worker" and task["index"] == 0 and not cluster.get("chief"))
 
 
 def worker_count(tf_config: TfConfig | None) -> int:

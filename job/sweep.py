@@ -13,36 +13,31 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from job.config import TrainConfig, validate
+from job.config import SETTINGS, TrainConfig, validate
 from job.errors import UsageError
 
-# The swept TrainConfig fields and their types; each is also a `train` flag (--learning-rate ...).
-SWEEP_FIELDS: dict[str, type] = {"learning_rate": float, "batch_size": int, "momentum": float}
+# The swept TrainConfig fields, typed as their defaults; each is also a `train` flag (SETTINGS[name].flag).
+SWEEP_FIELDS = {name: type(SETTINGS[name].default) for name in ("learning_rate", "batch_size", "momentum")}
 MAX_POINTS = 256  # Far beyond a useful grid here; keeps JOB_SWEEP well inside an object's size limit.
 
 Point = dict[str, Any]
 
 
-def flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
 def parse_values(field: str, text: str) -> list[Any]:
     """'0.1,0.05' -> [0.1, 0.05] for one swept flag, each value checked as `train` would check it."""
-    kind = SWEEP_FIELDS[field]
+    kind, flag = SWEEP_FIELDS[field], SETTINGS[field].flag
     values: list[Any] = []
     for item in (part.strip() for part in text.split(",")):
         try:
             value = kind(item)
         except ValueError:
-            raise UsageError(
-                f"{flag(field)} takes comma-separated {kind.__name__}s, got {item!r} in {text!r}"
-            ) from None
+            raise UsageError(f"{flag} takes comma-separated {kind.__name__}s, got {item!r} in {text!r}") from None
         if value in values:
-            raise UsageError(f"{flag(field)} lists {item} twice: each grid value once")
+            raise UsageError(f"{flag} lists {item} twice: each grid value once")
         values.append(value)
     return values
 
@@ -53,10 +48,10 @@ def expand_grid(axes: Mapping[str, Sequence[Any]]) -> list[Point]:
         raise UsageError("a sweep needs at least one value list, e.g. --learning-rate 0.1,0.05,0.01")
     unknown = sorted(set(axes) - set(SWEEP_FIELDS))
     if unknown:
-        raise UsageError(f"cannot sweep {', '.join(unknown)}: only {', '.join(map(flag, SWEEP_FIELDS))}")
-    size = 1
-    for values in axes.values():
-        size *= len(values)
+        raise UsageError(
+            f"cannot sweep {', '.join(unknown)}: only {', '.join(SETTINGS[name].flag for name in SWEEP_FIELDS)}"
+        )
+    size = math.prod(map(len, axes.values()))
     if size > MAX_POINTS:
         raise UsageError(f"the grid has {size} points, more than {MAX_POINTS}: sweep fewer values")
     grid = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
@@ -68,10 +63,6 @@ def expand_grid(axes: Mapping[str, Sequence[Any]]) -> list[Point]:
 def encode(grid: Sequence[Point]) -> str:
     """The grid as JOB_SWEEP: compact JSON."""
     return json.dumps(list(grid), separators=(",", ":"))
-
-
-def point_run_id(sweep_name: str, index: int) -> str:
-    return f"{sweep_name}-{index}"
 
 
 def sweep_point(env: Mapping[str, str], sweep_name: str | None = None) -> Point | None:
@@ -93,7 +84,7 @@ def sweep_point(env: Mapping[str, str], sweep_name: str | None = None) -> Point 
     if not name:
         raise UsageError("a sweep point needs the sweep's name: set JOB_RUN_ID (the Job's name) or --run-id")
     index = int(index_text)
-    return {**grid[index], "run_id": point_run_id(name, index)}
+    return {**grid[index], "run_id": f"{name}-{index}"}
 
 
 def decode(raw: str) -> list[Point]:

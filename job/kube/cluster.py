@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from job.errors import JobError, OutputError, UsageError
+from job.kube.indexed import COMPANION_KINDS, owned_by
 from job.kube.render import CONTAINER, JOB_NAME_LABEL, LABEL_RUN_ID, Manifest
 
 # Connections kept per host. `logs --follow` holds one open per pod of a multi-worker run or sweep while it
@@ -81,12 +82,14 @@ def api_errors(namespace: str, what: str) -> Iterator[None]:
         raise JobError(f"cannot reach the Kubernetes API server: {error}") from None
 
 
-# What a submit creates, by kind: the client's model, API class and the suffix of its *_namespaced_* methods.
+# The kinds used here: the client's API class and the suffix of its *_namespaced_* methods (the model is V1<kind>).
 KINDS = {
-    "Job": ("V1Job", "BatchV1Api", "job"),
-    "Service": ("V1Service", "CoreV1Api", "service"),
-    "NetworkPolicy": ("V1NetworkPolicy", "NetworkingV1Api", "network_policy"),
-    "ServiceAccount": ("V1ServiceAccount", "CoreV1Api", "service_account"),
+    "Job": ("BatchV1Api", "job"),
+    "Service": ("CoreV1Api", "service"),
+    "NetworkPolicy": ("NetworkingV1Api", "network_policy"),
+    "ServiceAccount": ("CoreV1Api", "service_account"),
+    "Pod": ("CoreV1Api", "pod"),
+    "Event": ("CoreV1Api", "event"),
 }
 WORKLOAD_IDENTITY = "iam.gke.io/gcp-service-account"
 PLACEHOLDER_PROJECT = "set-me-project"  # In k8s/base/kustomization.yaml until someone sets their own.
@@ -99,14 +102,13 @@ def check_service_account(api: Any, job: Manifest) -> None:
     A missing one makes the Job controller's pod creation fail at admission (FailedCreate events only): no
     pod ever fails, the Job stays active until activeDeadlineSeconds and `--follow` waits in silence.
     """
-    from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
     namespace = job["metadata"]["namespace"]
     name = job["spec"]["template"]["spec"].get("serviceAccountName") or "default"
     with api_errors(namespace, f"ServiceAccount {name}"):
         try:
-            account = client.CoreV1Api(api).read_namespaced_service_account(name, namespace)
+            account = _method(api, "ServiceAccount", "read")(name, namespace)
         except ApiException as error:
             if error.status != 404 or status_message(error)[1].get("kind") == "namespaces":
                 raise
@@ -124,19 +126,15 @@ def check_service_account(api: Any, job: Manifest) -> None:
 
 def apply_object(api: Any, document: Manifest) -> str:
     """Create a ServiceAccount or NetworkPolicy, or replace the one already there; "created" or "updated"."""
-    from kubernetes.client.exceptions import ApiException
-
+    try:
+        create_object(api, document)
+        return "created"
+    except OutputError:  # What api_errors makes of 409: it exists.
+        pass
     kind, namespace, name = document["kind"], document["metadata"]["namespace"], document["metadata"]["name"]
-    body = api.deserialize(json.dumps(document), KINDS[kind][0], "application/json")
     with api_errors(namespace, f"{kind} {name}"):
-        try:
-            _method(api, kind, "create")(namespace, body)
-            return "created"
-        except ApiException as error:
-            if error.status != 409:
-                raise
         _method(api, kind, "patch")(name, namespace, document)
-        return "updated"
+    return "updated"
 
 
 def ensure_namespace(api: Any, namespace: str) -> str:
@@ -160,7 +158,7 @@ def _method(api: Any, kind: str, verb: str) -> Any:
     """The client's bound `<verb>_namespaced_<kind>` method, e.g. CoreV1Api(api).create_namespaced_service."""
     from kubernetes import client
 
-    _, api_class, suffix = KINDS[kind]
+    api_class, suffix = KINDS[kind]
     return getattr(getattr(client, api_class)(api), f"{verb}_namespaced_{suffix}")
 
 
@@ -168,7 +166,7 @@ def create_object(api: Any, document: Manifest) -> Manifest:
     """Create a Job, Service or NetworkPolicy; the server's copy (with its uid) as plain JSON."""
     kind, namespace, name = document["kind"], document["metadata"]["namespace"], document["metadata"]["name"]
     try:  # The client's own models check the body first, e.g. that every quantity is a string.
-        body = api.deserialize(json.dumps(document), KINDS[kind][0], "application/json")
+        body = api.deserialize(json.dumps(document), f"V1{kind}", "application/json")
     except ValueError as error:
         raise UsageError(f"the rendered {kind} is not valid: {error}".replace("\n", " ")) from None
     with api_errors(namespace, f"{kind} {name}"):
@@ -176,15 +174,11 @@ def create_object(api: Any, document: Manifest) -> Manifest:
     return dict(api.sanitize_for_serialization(created))
 
 
-def create_job(api: Any, job: Manifest) -> Manifest:
-    return create_object(api, job)
-
-
-def create_with_companions(api: Any, job: Manifest, companions: list[Manifest]) -> None:
-    """Create the Job, then its Service/NetworkPolicy owned by it; if one of those fails, delete the Job again."""
-    from job.kube.indexed import owned_by
-
-    created = create_job(api, job)
+def create_run(api: Any, job: Manifest, companions: list[Manifest]) -> None:
+    """Check the pods' ServiceAccount, create the Job, then its Service/NetworkPolicy owned by it; if one of those
+    fails, delete the Job again."""
+    check_service_account(api, job)
+    created = create_object(api, job)
     try:
         for document in companions:
             create_object(api, owned_by(document, created))
@@ -203,7 +197,7 @@ def delete_companions(api: Any, namespace: str, name: str) -> list[str]:
     from kubernetes.client.exceptions import ApiException
 
     deleted = []
-    for kind in ("Service", "NetworkPolicy"):
+    for kind in COMPANION_KINDS:
         try:
             found = api.sanitize_for_serialization(_method(api, kind, "read")(name, namespace))
             if (found["metadata"].get("labels") or {}).get(LABEL_RUN_ID) != name:
@@ -220,28 +214,21 @@ def delete_companions(api: Any, namespace: str, name: str) -> list[str]:
 
 def read_job(api: Any, namespace: str, name: str) -> Manifest:
     """The Job as plain JSON (camelCase keys, as kubectl shows it)."""
-    from kubernetes import client
-
     with api_errors(namespace, f"Job {name}"):
-        job = client.BatchV1Api(api).read_namespaced_job(name, namespace)
-    return dict(api.sanitize_for_serialization(job))
+        return dict(api.sanitize_for_serialization(_method(api, "Job", "read")(name, namespace)))
 
 
 def list_jobs(api: Any, namespace: str, selector: str) -> list[Manifest]:
-    from kubernetes import client
-
     with api_errors(namespace, "listing Jobs"):
-        jobs = client.BatchV1Api(api).list_namespaced_job(namespace, label_selector=selector)
+        jobs = _method(api, "Job", "list")(namespace, label_selector=selector)
     return [dict(api.sanitize_for_serialization(job)) for job in jobs.items]
 
 
 def list_pods(api: Any, namespace: str, name: str | None = None) -> list[Manifest]:
     """The pods of Job `name` (of every Job when None), oldest first."""
-    from kubernetes import client
-
     selector = f"{JOB_NAME_LABEL}={name}" if name else JOB_NAME_LABEL
     with api_errors(namespace, f"pods of Job {name}" if name else "listing pods"):
-        pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector)
+        pods = _method(api, "Pod", "list")(namespace, label_selector=selector)
     found = [dict(api.sanitize_for_serialization(pod)) for pod in pods.items]
     if name:  # What the selector asked for, also from a server that ignores selectors (the test double).
         found = [pod for pod in found if (pod["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == name]
@@ -254,19 +241,15 @@ def list_events(api: Any, namespace: str) -> list[Manifest]:
     A field selector matches one object name only; a run has a Job and several pods, so this lists the
     namespace (the project's own, holding only runs) and job/kube/diagnose.py picks the run's events.
     """
-    from kubernetes import client
-
     with api_errors(namespace, "listing events"):
-        events = client.CoreV1Api(api).list_namespaced_event(namespace)
+        events = _method(api, "Event", "list")(namespace)
     return [dict(api.sanitize_for_serialization(event)) for event in events.items]
 
 
 def delete_job(api: Any, namespace: str, name: str) -> None:
     """Delete the Job and, in the background, its pods (the run folder in the bucket stays)."""
-    from kubernetes import client
-
     with api_errors(namespace, f"Job {name}"):
-        client.BatchV1Api(api).delete_namespaced_job(name, namespace, propagation_policy="Background")
+        _method(api, "Job", "delete")(name, namespace, propagation_policy="Background")
 
 
 def open_log(api: Any, namespace: str, pod: str, follow: bool, tail: int | None = None, previous: bool = False) -> Any:
@@ -277,9 +260,13 @@ def open_log(api: Any, namespace: str, pod: str, follow: bool, tail: int | None 
     """
     from kubernetes import client
 
-    options: dict[str, Any] = {"container": CONTAINER, "follow": follow, "_preload_content": False}
-    if tail is not None:
-        options["tail_lines"] = tail
-    if previous:
-        options["previous"] = True
-    return client.CoreV1Api(api).read_namespaced_pod_log(pod, namespace, **options)
+    # The client leaves out the parameters that are None: neither tailLines nor previous=false is sent.
+    return client.CoreV1Api(api).read_namespaced_pod_log(
+        pod,
+        namespace,
+        container=CONTAINER,
+        follow=follow,
+        tail_lines=tail,
+        previous=previous or None,
+        _preload_content=False,
+    )

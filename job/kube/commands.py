@@ -12,10 +12,9 @@ labels, image and flags, and creates the Job through the official `kubernetes` c
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -55,16 +54,13 @@ PENDING_TIMEOUT_SECONDS = 900.0
 SWEEP_PARALLELISM = 4  # Default pods (GPUs) at once for a sweep: min(grid size, this).
 
 
-def run_spec(
-    run_id: str, api: Api | None, loop: Loop | None, epochs: int | None, where: tuple[str | None, ...]
-) -> RunSpec:
-    """The RunSpec for `build_job`; where = (image, namespace, bucket)."""
+def run_spec(run_id: str, api: Api | None, loop: Loop | None, epochs: int | None, **where: Any) -> RunSpec:
+    """The RunSpec for `build_job`; where: image, namespace, bucket (and a sweep's name_prefix)."""
     from job.kube import render
 
     SETTINGS["epochs"].check(epochs)  # The bound `train` would apply in the pod, checked before submitting.
     train_args = ("--epochs", str(epochs)) if epochs is not None else ()
-    image, namespace, bucket = where
-    return render.RunSpec(run_id, api and api.value, loop and loop.value, image, namespace, bucket, train_args)
+    return render.RunSpec(run_id, api and api.value, loop and loop.value, train_args=train_args, **where)
 
 
 def submit(
@@ -96,11 +92,9 @@ def submit(
 
     default_overlay = "multiworker" if (workers or 1) > 1 else (api or Api.symbolic).value
     documents = render.render(render.overlay_dir(overlay or default_overlay, kustomize_dir))
-    job = render.build_job(documents, run_spec(run_id, api, loop, epochs, (image, namespace, bucket)))
-    objects = indexed.companions(documents)
-    if objects or (workers or 1) > 1:  # The multiworker overlay, or --workers 2+ with another overlay (refused).
-        (rendered,) = render.find(documents, "Job")
-        objects = indexed.make_multiworker(job, objects, rendered["metadata"]["name"], workers)
+    spec = run_spec(run_id, api, loop, epochs, image=image, namespace=namespace, bucket=bucket)
+    job = render.build_job(documents, spec)
+    objects = indexed.make_multiworker(job, documents, workers)
     if dry_run:
         typer.echo(
             json.dumps({"apiVersion": "v1", "kind": "List", "items": [job, *objects]} if objects else job, indent=2)
@@ -108,8 +102,7 @@ def submit(
         return
     name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
     client = cluster.connect()
-    cluster.check_service_account(client, job)
-    cluster.create_with_companions(client, job, objects)
+    cluster.create_run(client, job, objects)
     for document in [job, *objects]:
         typer.echo(f"created {document['kind']} {name} in namespace {namespace}")
     typer.echo(f"results: {render.output_location(job)}")
@@ -143,18 +136,14 @@ def sweep(
     given = {"learning_rate": learning_rate, "batch_size": batch_size, "momentum": momentum}
     grid = sweeps.expand_grid({field: sweeps.parse_values(field, text) for field, text in given.items() if text})
     documents = render.render(render.overlay_dir("sweep", kustomize_dir))
-    spec = run_spec(run_id, api, loop, epochs, (image, namespace, bucket))
-    job = render.build_job(documents, dataclasses.replace(spec, name_prefix="cifar10-sweep"))
-    indexed.make_sweep(
-        job, sweeps.encode(grid), len(grid), min(len(grid), SWEEP_PARALLELISM) if parallelism is None else parallelism
-    )
+    where = {"image": image, "namespace": namespace, "bucket": bucket, "name_prefix": "cifar10-sweep"}
+    job = render.build_job(documents, run_spec(run_id, api, loop, epochs, **where))
+    indexed.make_sweep(job, grid, SWEEP_PARALLELISM if parallelism is None else parallelism)
     if dry_run:
         typer.echo(json.dumps(job, indent=2))
         return
     name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
-    client = cluster.connect()
-    cluster.check_service_account(client, job)
-    cluster.create_job(client, job)
+    cluster.create_run(cluster.connect(), job, [])
     runs = [f"{render.output_location(job)}-{index}" for index in range(len(grid))]
     typer.echo(f"created Job {name} in namespace {namespace}: {len(grid)} points, {job['spec']['parallelism']} at once")
     typer.echo(f"results: {runs[0]} ... {runs[-1]}" if len(runs) > 1 else f"results: {runs[0]}")

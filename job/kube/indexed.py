@@ -7,29 +7,18 @@ the sizes for this run and renames the objects that belong to the run along with
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any
 
 from job.errors import UsageError
 from job.kube.render import LABEL_RUN_ID, Manifest, find, set_env, set_labels, train_container
+from job.sweep import Point, encode
 
 COMPANION_KINDS = ("Service", "NetworkPolicy")  # Objects named like the overlay's Job travel with it.
 LABEL_SWEEP = "cifar10-job/sweep"
 HOSTNAME_LIMIT = 63  # An Indexed Job pod's hostname <job>-<index> must be one DNS label.
 # A Service's name must be an RFC 1035 label: it starts with a letter.
 SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-def companions(documents: list[Manifest]) -> list[Manifest]:
-    """The overlay's per-run objects: each Service and NetworkPolicy with the same name as its Job."""
-    (job,) = find(documents, "Job")
-    name = job["metadata"]["name"]
-    return [
-        copy.deepcopy(document)
-        for document in documents
-        if document.get("kind") in COMPANION_KINDS and document["metadata"]["name"] == name
-    ]
 
 
 def check_hostnames(name: str, completions: int) -> None:
@@ -41,8 +30,16 @@ def check_hostnames(name: str, completions: int) -> None:
         )
 
 
-def make_multiworker(job: Manifest, objects: list[Manifest], old_name: str, workers: int | None) -> list[Manifest]:
-    """Size the Job for `workers` (None keeps the overlay's) and rename its Service and NetworkPolicy to match."""
+def make_multiworker(job: Manifest, documents: list[Manifest], workers: int | None) -> list[Manifest]:
+    """Size the Job for `workers` (None keeps the overlay's); this run's copies of the overlay's per-run objects.
+
+    Those are the overlay's Service and NetworkPolicy named like its Job: none for a one-worker overlay and run.
+    """
+    (rendered,) = find(documents, "Job")
+    old_name = rendered["metadata"]["name"]
+    objects = [doc for doc in documents if doc.get("kind") in COMPANION_KINDS and doc["metadata"]["name"] == old_name]
+    if not objects and (workers or 1) == 1:
+        return []
     if not any(document["kind"] == "Service" for document in objects):
         raise UsageError("this overlay has no headless Service for its workers: use --overlay multiworker")
     spec = job["spec"]
@@ -81,26 +78,26 @@ def waves(points: int, parallelism: int) -> int:
     return -(-points // parallelism)
 
 
-def make_sweep(job: Manifest, grid_json: str, size: int, parallelism: int) -> None:
-    """Size the overlay's Indexed Job for a grid of `size` points and hand every pod the grid.
+def make_sweep(job: Manifest, grid: list[Point], parallelism: int) -> None:
+    """Size the overlay's Indexed Job for the grid, `parallelism` points at once at most, and hand every pod the grid.
 
     activeDeadlineSeconds covers the whole Job, so it grows with the grid: the overlay's Job carries the deadline
     of its own waves of points, i.e. one point's budget (the base's 6 h) per wave; the sized Job gets that budget
     times its own waves. Points trained `parallelism` at once, each within its budget, all finish within
-    budget × ceil(size / parallelism): a slot starts its next point as soon as one ends (docs/scaleout.md).
+    budget × ceil(points / parallelism): a slot starts its next point as soon as one ends (docs/scaleout.md).
     """
     if parallelism < 1:
         raise UsageError(f"--parallelism must be at least 1, got {parallelism}")
     spec = job["spec"]
     if spec.get("completionMode") != "Indexed":
         raise UsageError("the sweep overlay must render an Indexed Job (completionMode: Indexed)")
-    name = job["metadata"]["name"]
+    name, size = job["metadata"]["name"], len(grid)
     check_hostnames(name, size)
     budget = point_budget(spec)
     spec["completions"], spec["parallelism"] = size, min(parallelism, size)
     if budget is not None:
         spec["activeDeadlineSeconds"] = budget * waves(size, spec["parallelism"])
-    set_env(train_container(job), "JOB_SWEEP", grid_json)
+    set_env(train_container(job), "JOB_SWEEP", encode(grid))
     set_labels(job, {LABEL_SWEEP: name})
 
 
@@ -116,6 +113,4 @@ def owned_by(document: Manifest, job: Manifest) -> Manifest:
     """A copy owned by the created Job, so the garbage collector removes it with the Job (also after its TTL)."""
     metadata = job["metadata"]
     owner = {"apiVersion": "batch/v1", "kind": "Job", "name": metadata["name"], "uid": metadata["uid"]}
-    owned = copy.deepcopy(document)
-    owned["metadata"]["ownerReferences"] = [owner]
-    return owned
+    return {**document, "metadata": {**document["metadata"], "ownerReferences": [owner]}}

