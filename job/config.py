@@ -38,16 +38,15 @@ class Precision(StrEnum):
     mixed_float16 = "mixed_float16"
 
 
-class Xla(StrEnum):
+class Switch(StrEnum):
+    """--xla and --data-on-device: auto leaves it to the hardware (job.devices, job.train)."""
+
     auto = "auto"
     on = "on"
     off = "off"
 
 
-class DataOnDevice(StrEnum):
-    auto = "auto"
-    on = "on"
-    off = "off"
+Xla = Switch  # The name job.devices, its tests and bench/probe.py know it by.
 
 
 class StrategyKind(StrEnum):
@@ -224,8 +223,8 @@ class TrainConfig:
         readme="`float32`, `mixed_bfloat16`, `mixed_float16`; auto = float16 on NVIDIA GPUs with compute capability "
         "≥ 7, bfloat16 on CPUs with AVX-512 BF16/AMX, else float32. The softmax always runs in float32",
     )
-    xla: Xla = setting(
-        Xla.auto,
+    xla: Switch = setting(
+        Switch.auto,
         help="XLA compilation (auto: on for GPU only).",
         readme="XLA compilation; auto = on for GPUs, off on CPU (measured 0.44× here)",
     )
@@ -255,8 +254,8 @@ class TrainConfig:
         "on every logged or checkpointed step. A stop signal is seen within N steps",
         readme_default="0 (auto = 10)",
     )
-    data_on_device: DataOnDevice = setting(
-        DataOnDevice.auto,  # A speed setting only: the same batches and numbers either way, so a resume may change it.
+    data_on_device: Switch = setting(
+        Switch.auto,  # A speed setting only: the same batches and numbers either way, so a resume may change it.
         help="Keep the uint8 training set on the accelerator and gather batches there (auto: on with one GPU).",
         readme="keep the uint8 training set (150 MB) on the accelerator and gather each batch there instead of in "
         "tf.data on the host; auto = on with a GPU and no tf.distribute strategy, off on CPU; `on` under a strategy "
@@ -323,7 +322,8 @@ def new_run_id(*names: str, stamp: str = "%Y%m%dT%H%M%SZ") -> str:
 
 
 def validate(config: TrainConfig) -> TrainConfig:
-    """Reject bad values with one line naming the flag and the fix; fill in the run id."""
+    """Reject bad values (a local --data that does not exist too) with one line naming the flag and the fix;
+    fill in the run id."""
     for name, declared in SETTINGS.items():
         declared.check(getattr(config, name))
     if config.checkpoint_every_steps and config.loop == Loop.fit:
@@ -334,18 +334,11 @@ def validate(config: TrainConfig) -> TrainConfig:
             "fit checkpoints at the end of every epoch only; drop it (0) or train with --loop custom"
         )
     check_output_location(config.output)
-    if config.data is not None:
-        check_data_location(config.data)
-    return replace(config, run_id=config.run_id or new_run_id(config.api.value, config.loop.value))
-
-
-def check_data_location(data: str) -> None:
-    """Fail fast on a local data path that does not exist (gs:// is checked when downloaded)."""
-    if is_gcs(data):
-        parse_gcs_url(data)
-        return
-    if not Path(data).expanduser().exists():
+    if config.data is not None and is_gcs(config.data):
+        parse_gcs_url(config.data)  # Only the URL: the object is checked when downloaded.
+    elif config.data is not None and not Path(config.data).expanduser().exists():
         raise DataError(
-            f"data source {data} does not exist: pass the cifar-10-python.tar.gz file, "
+            f"data source {config.data} does not exist: pass the cifar-10-python.tar.gz file, "
             "its extracted cifar-10-batches-py folder, or an .npz with x_train/y_train/x_test/y_test"
         )
+    return replace(config, run_id=config.run_id or new_run_id(config.api.value, config.loop.value))

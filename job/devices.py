@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +9,6 @@ import tensorflow as tf
 
 from job.config import Precision, Xla
 from job.errors import EnvironmentNotReady
-
-log = logging.getLogger(__name__)
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # CPU instructions that make bfloat16 matmuls fast.
 
@@ -27,19 +24,13 @@ class Devices:
 
 
 def detect() -> Devices:
-    gpus = []
-    for device in tf.config.list_physical_devices("GPU"):
-        details = tf.config.experimental.get_device_details(device)
-        gpus.append({"name": device.name, **{key: value for key, value in details.items()}})
-    return Devices(gpus=gpus, cpu_bfloat16=_cpu_has_bfloat16())
-
-
-def _cpu_has_bfloat16() -> bool:
+    gpus = tf.config.list_physical_devices("GPU")
     cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return False
-    flags = set(cpuinfo.read_text(errors="replace").split())
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
+    cpu_flags = set(cpuinfo.read_text(errors="replace").split()) if cpuinfo.exists() else set()
+    return Devices(
+        gpus=[{"name": gpu.name, **tf.config.experimental.get_device_details(gpu)} for gpu in gpus],
+        cpu_bfloat16=any(flag in cpu_flags for flag in BF16_CPU_FLAGS),
+    )
 
 
 def require_gpu(devices: Devices) -> None:
@@ -65,6 +56,4 @@ def resolve_precision(requested: Precision, devices: Devices) -> str:
 
 def resolve_xla(requested: Xla, devices: Devices) -> bool:
     """auto: on for GPUs; off on CPU, where XLA measured 0.44× here."""
-    if requested == Xla.auto:
-        return bool(devices.gpus)
-    return requested == Xla.on
+    return bool(devices.gpus) if requested == Xla.auto else requested == Xla.on

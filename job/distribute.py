@@ -14,7 +14,6 @@ run's one writer) is decided before TensorFlow loads, by job.preflight.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +22,6 @@ import tensorflow as tf
 
 from job.config import StrategyKind
 from job.errors import UsageError
-
-log = logging.getLogger(__name__)
 
 LOGICAL_CPUS_ENV = "JOB_LOGICAL_CPUS"
 

@@ -27,24 +27,20 @@ def metric_file(env: Mapping[str, str]) -> Path | None:
     return Path(DEFAULT_METRIC_FILE) if env.get("CLOUD_ML_TRIAL_ID", "").strip() else None
 
 
-def metric_line(metric_tag: str, value: float, step: int, trial_id: str) -> str:
-    """One report, byte for byte as cloudml-hypertune writes it."""
+def report(metric_tag: str, value: float, step: int, env: Mapping[str, str]) -> None:
+    """Append the objective to the trial's metric file, byte for byte as cloudml-hypertune writes it; nothing
+    outside a tuning trial."""
+    path = metric_file(env)
+    if path is None:
+        return
     body = {
         "timestamp": time.time(),
-        "trial": trial_id,
+        "trial": env.get("CLOUD_ML_TRIAL_ID", "0"),
         metric_tag: str(float(value)),
         "global_step": str(int(step) if step else 0),
         "checkpoint_path": "",
     }
-    return json.dumps(body, sort_keys=True) + "\n"
-
-
-def report(metric_tag: str, value: float, step: int, env: Mapping[str, str]) -> None:
-    """Append the objective to the trial's metric file; nothing outside a tuning trial."""
-    path = metric_file(env)
-    if path is None:
-        return
-    line = metric_line(metric_tag, value, step, env.get("CLOUD_ML_TRIAL_ID", "0"))
+    line = json.dumps(body, sort_keys=True) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as metrics:

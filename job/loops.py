@@ -70,18 +70,12 @@ class _MonitorCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        if self.steps_done < self.monitor.steps_per_epoch:
-            return  # Stopped mid-epoch: the partial epoch is neither recorded nor checkpointed.
-        logs = logs or {}
-        self.monitor.epoch_end(epoch, {key: logs[key] for key in ("loss", "accuracy", "val_loss", "val_accuracy")})
+        if self.steps_done >= self.monitor.steps_per_epoch:  # A stop mid-epoch: the partial epoch is not recorded.
+            self.monitor.epoch_end(epoch, logs)  # loss, accuracy, val_loss, val_accuracy.
 
 
 def fit_loop(
-    model: keras.Model,
-    optimizer: keras.optimizers.Optimizer,
-    splits: Splits,
-    monitor: Monitor,
-    plan: Plan,
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, splits: Splits, monitor: Monitor, plan: Plan
 ) -> None:
     """`model.fit` over epochs plan.first_epoch..epochs-1, validating on test[:N] after each.
 
@@ -98,10 +92,9 @@ def fit_loop(
             jit_compile=plan.jit_compile,
             steps_per_execution=plan.steps_per_execution,
         )
-    epochs = plan.config.epochs
     trained.fit(
-        train_epochs(splits, plan.config.seed, plan.first_epoch, epochs),
-        epochs=epochs,
+        train_epochs(splits, plan.config.seed, plan.first_epoch, plan.config.epochs),
+        epochs=plan.config.epochs,
         initial_epoch=plan.first_epoch,
         steps_per_epoch=splits.steps_per_epoch,
         validation_data=splits.validation,
@@ -142,13 +135,12 @@ def custom_loop(
     strategy = model.distribute_strategy  # The strategy the model was built under (or the default one).
     loss_fn, evaluate = make_loss(reduction=None), evaluate or Evaluator(model)  # The caller's: traced once.
     train_loss, train_accuracy = metrics["train_loss"], metrics["train_accuracy"]
-    global_batch = splits.batch_size
 
     def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             probabilities = model(images, training=True)
             example_losses = loss_fn(labels, probabilities)
-            loss = tf.nn.compute_average_loss(example_losses, global_batch_size=global_batch)
+            loss = tf.nn.compute_average_loss(example_losses, global_batch_size=splits.batch_size)
             scaled_loss = optimizer.scale_loss(loss)  # Loss scaling under mixed_float16; a no-op otherwise.
         gradients = tape.gradient(scaled_loss, model.trainable_variables)
         optimizer.apply(gradients, model.trainable_variables)
@@ -170,11 +162,10 @@ def custom_loop(
             batch_loss = train_step(next(iterator))
         return batch_loss  # The chunk's last batch loss.
 
-    first_epoch, first_step = plan.first_epoch, plan.first_step
-    run_batches = train_epochs(splits, plan.config.seed, first_epoch, plan.config.epochs, first_step=first_step)
+    run_batches = train_epochs(splits, plan.config.seed, plan.first_epoch, plan.config.epochs, plan.first_step)
     iterator = iter(strategy.experimental_distribute_dataset(run_batches))
-    for epoch in range(first_epoch, plan.config.epochs):
-        skip = first_step if epoch == first_epoch else 0
+    for epoch in range(plan.first_epoch, plan.config.epochs):
+        skip = plan.first_step if epoch == plan.first_epoch else 0
         if not skip:
             train_loss.reset_state()
             train_accuracy.reset_state()
@@ -187,13 +178,5 @@ def custom_loop(
             if monitor.stop_requested:
                 monitor.stopped_at(epoch, step)  # This loop can resume mid-epoch: keep every step done.
                 return
-        validation = evaluate(splits.validation)
-        monitor.epoch_end(
-            epoch,
-            {
-                "loss": train_loss.result(),
-                "accuracy": train_accuracy.result(),
-                "val_loss": validation["loss"],
-                "val_accuracy": validation["accuracy"],
-            },
-        )
+        validation = {f"val_{key}": value for key, value in evaluate(splits.validation).items()}
+        monitor.epoch_end(epoch, {"loss": train_loss.result(), "accuracy": train_accuracy.result(), **validation})

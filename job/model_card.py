@@ -56,8 +56,7 @@ def build_card(version: int | None, image_size: int, run: dict[str, Any]) -> dic
 def render_readme(card: dict[str, Any]) -> str:
     """The card for people: the signature as a table, the classes, and how to serve and query the model."""
     (input_name, spec), (output_name, output) = next(iter(card["inputs"].items())), next(iter(card["outputs"].items()))
-    run = card["run"]
-    version = card["version"]
+    run, version = card["run"], card["version"]
     where = "this folder" if version is None else f"`{version}/` (TF Serving's version folder)"
     # TF Serving loads <model_base_path>/<version>/: this folder is the base, or (Vertex AI's layout) version 1.
     mount = "/models/cifar10" if version is not None else "/models/cifar10/1"

@@ -77,5 +77,4 @@ def build_imperative(image_size: int = IMAGE_SIZE, num_classes: int = NUM_CLASSE
 
 def build_model(api: str, image_size: int = IMAGE_SIZE) -> keras.Model:
     """The chapter's network in the requested style ("symbolic" or "imperative")."""
-    builders = {"symbolic": build_sequential, "imperative": build_imperative}
-    return builders[api](image_size)
+    return {"symbolic": build_sequential, "imperative": build_imperative}[api](image_size)

@@ -50,21 +50,13 @@ TENSORBOARD_TAGS: dict[str, dict[str, tuple[str, str]]] = {
 
 
 class Monitor:
-    def __init__(
-        self,
-        writer: RunWriter,
-        reporter: Reporter,
-        checkpointer: Checkpointer,
-        plan: Plan,
-    ) -> None:
+    def __init__(self, writer: RunWriter, reporter: Reporter, checkpointer: Checkpointer, plan: Plan) -> None:
         self.writer = writer
         self.reporter = reporter
         self.checkpointer = checkpointer
-        self.epochs = plan.config.epochs
+        self.plan = plan
         self.steps_per_epoch = plan.steps_per_epoch
         self.batch_size = plan.config.batch_size
-        self.checkpoint_every_steps = plan.checkpoint_every_steps
-        self.save_on_stop = plan.save_on_stop
         self.epoch_records: list[Mapping[str, Any]] = [r for r in writer.read_metrics() if r["kind"] == "epoch"]
         self.tensorboard = {
             run: tf.summary.create_file_writer(str(writer.path(TENSORBOARD) / run)) for run in (TRAIN, VALIDATION)
@@ -98,17 +90,17 @@ class Monitor:
             }
             if batch_loss is not None:
                 record["batch_loss"] = float(batch_loss)
-            self._check_finite(record, epoch, step)
+            self._check_finite(record)
             self.writer.append_metrics([record])
             self._log(record)
         if step == self.steps_per_epoch:
             self._train_ended = time.monotonic()
-        if self.checkpoint_every_steps and step % self.checkpoint_every_steps == 0 and step < self.steps_per_epoch:
+        if self.plan.checkpoint_every_steps and step % self.plan.checkpoint_every_steps == 0:
             self.save_position(epoch, step)
 
     def stopped_at(self, epoch: int, step: int) -> None:
         """The loop stopped on request after `step` steps of `epoch`: keep them if this run can."""
-        if self.save_on_stop:
+        if self.plan.save_on_stop:
             self.save_position(epoch, step)
 
     def save_position(self, epoch: int, step: int) -> None:
@@ -135,7 +127,7 @@ class Monitor:
             "train_seconds": train_seconds,
             "images_per_second": (self.steps_per_epoch - self._first_step) * self.batch_size / train_seconds,
         }
-        self._check_finite(record, epoch, self.steps_per_epoch)
+        self._check_finite(record)
         self.writer.append_metrics([record])
         self.checkpointer.save(epoch + 1, 0)
         self.writer.sync_tree(CHECKPOINTS, prune=True)
@@ -144,30 +136,26 @@ class Monitor:
         self._log(record)
         return record
 
-    def _check_finite(self, record: Mapping[str, Any], epoch: int, step: int) -> None:
+    def _check_finite(self, record: Mapping[str, Any]) -> None:
         if not all(math.isfinite(value) for key, value in record.items() if "loss" in key):
             raise DivergedError(
-                f"training diverged at epoch {epoch + 1} step {step}: loss is {record['loss']}; "
-                "lower --learning-rate or use --precision float32"
+                f"training diverged at epoch {record['epoch']} step {record.get('step', self.steps_per_epoch)}: "
+                f"loss is {record['loss']}; lower --learning-rate or use --precision float32"
             )
 
     def _log(self, record: Mapping[str, Any]) -> None:
-        global_step = (record["epoch"] - 1) * self.steps_per_epoch + record.get("step", self.steps_per_epoch)
+        """TensorBoard's scalars at the training step, then the progress line with the time left."""
+        epochs, steps_per_epoch = self.plan.config.epochs, self.steps_per_epoch
+        done = (record["epoch"] - 1) * steps_per_epoch + record.get("step", steps_per_epoch)
         for key, (run, tag) in TENSORBOARD_TAGS[record["kind"]].items():
             if key in record:
                 with self.tensorboard[run].as_default():
-                    tf.summary.scalar(tag, record[key], step=global_step)
+                    tf.summary.scalar(tag, record[key], step=done)
         for run_writer in self.tensorboard.values():
             run_writer.flush()
-        self.reporter.record(record, self.epochs, self.steps_per_epoch, self._eta(record))
-
-    def _eta(self, record: Mapping[str, Any]) -> float | None:
         speed = record.get("images_per_second")
-        if not speed:
-            return None
-        done = (record["epoch"] - 1) * self.steps_per_epoch + record.get("step", self.steps_per_epoch)
-        remaining_steps = self.epochs * self.steps_per_epoch - done
-        return float(remaining_steps * self.batch_size / speed)
+        remaining_images = (epochs * steps_per_epoch - done) * self.batch_size
+        self.reporter.record(record, epochs, steps_per_epoch, remaining_images / speed if speed else None)
 
 
 def write_hparams(folder: Path, hparams: HParams, trial_id: str) -> None:

@@ -46,16 +46,13 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-BAR_WIDTH = 24
-
-
 def is_terminal(stream: TextIO) -> bool:
     """True for an interactive terminal; pipes, files and `kubectl logs` get plain lines."""
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty()) and os.environ.get("TERM", "") != "dumb"
 
 
-def progress_bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
+def progress_bar(done: int, total: int, width: int = 24) -> str:
     filled = round(width * min(max(done / max(total, 1), 0.0), 1.0))
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 

@@ -64,12 +64,8 @@ def describe_data(dataset: Cifar10, validation_size: int | None = None) -> dict[
     counts = {"train": label_counts(dataset.y_train), "test": label_counts(dataset.y_test)}
     sizes: dict[str, Any] = {"train_size": len(dataset.x_train), "test_size": len(dataset.x_test)}
     if validation_size is not None:
-        sizes = {
-            "train_size": len(dataset.x_train),
-            "validation_size": validation_size,
-            "test_size": len(dataset.x_test) - validation_size,
-            "class_names": list(CLASS_NAMES),
-        }
+        sizes.update(validation_size=validation_size, class_names=list(CLASS_NAMES))
+        sizes["test_size"] -= validation_size
     return {
         "source": dataset.source,
         "image_size": dataset.image_size,

@@ -64,21 +64,15 @@ class Run:
         }
 
 
-def read_run(store: Store, run_id: str) -> Run | None:
-    """The run stored at `store`, or None when none of its files exist."""
+def read_run(store: Store) -> Run | None:
+    """The run stored at `store` (its id: the folder's name), or None when none of its files exist."""
     raw = {name: store.read_bytes(name) for name in RUN_FILES}
     if all(content is None for content in raw.values()):
         return None
     records, _ = metrics.decode(raw[METRICS] or b"")  # A half-written last line is skipped.
-    steps = sum(record["kind"] == "step" for record in records)
-    return Run(
-        run_id,
-        store.url,
-        parse_json(raw[CONFIG]) or {},
-        parse_json(raw[SUMMARY]),
-        metrics.last_records(records, "epoch"),
-        steps,
-    )
+    run_id = store.url.rstrip("/").rsplit("/", 1)[-1]
+    epochs, steps = metrics.last_records(records, "epoch"), sum(record["kind"] == "step" for record in records)
+    return Run(run_id, store.url, parse_json(raw[CONFIG]) or {}, parse_json(raw[SUMMARY]), epochs, steps)
 
 
 def find_runs(location: str) -> list[Run]:
@@ -89,19 +83,12 @@ def find_runs(location: str) -> list[Run]:
             f"{Path(location).expanduser()} does not exist or is not a folder: "
             "pass a local runs folder or gs://BUCKET/PREFIX"
         )
-    run_ids = sorted(child_run_ids(store))
-    if not run_ids:
-        here = read_run(store, store.url.rstrip("/").rsplit("/", 1)[-1])
-        return [here] if here else []
-    with ThreadPoolExecutor(max_workers=8) as pool:  # Three small reads per run; gs:// latency adds up.
-        runs = pool.map(lambda run_id: read_run(store.child(run_id), run_id), run_ids)
-        return [run for run in runs if run is not None]
-
-
-def child_run_ids(store: Store) -> set[str]:
-    """Names of the sub-folders holding a run file (listed two levels deep: checkpoints and models are not walked)."""
+    # The sub-folders holding a run file, listed two levels deep: checkpoints and models are not walked.
     keys = (key.split("/") for key in store.list_keys(depth=2))
-    return {parts[0] for parts in keys if len(parts) == 2 and parts[1] in RUN_FILES}
+    run_ids = sorted({parts[0] for parts in keys if len(parts) == 2 and parts[1] in RUN_FILES})
+    stores = [store.child(run_id) for run_id in run_ids] or [store]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # Three small reads per run; gs:// latency adds up.
+        return [run for run in pool.map(read_run, stores) if run is not None]
 
 
 def format_table(rows: list[list[str]]) -> str:
@@ -139,8 +126,7 @@ def list_runs(
     for run in runs:
         row = run.overview()
         epochs = f"{row['epochs_done']}/{row['epochs_planned'] if row['epochs_planned'] is not None else '?'}"
-        api, loop = str(row["api"] or "-"), str(row["loop"] or "-")
-        finished = str(row["completed_at"] or "-")
+        api, loop, finished = (str(row[key] or "-") for key in ("api", "loop", "completed_at"))
         label = [row["label"] or "-"] if labelled else []
         rows.append([run.run_id, run.status, api, loop, epochs, format_number(row["test_accuracy"]), finished, *label])
     typer.echo(format_table(rows))
@@ -152,7 +138,7 @@ def show_run(
 ) -> None:
     """Show one run: whether it completed, its summary and its per-epoch metrics (exit 4 if no run is there)."""
     store = open_store(run)
-    found = read_run(store, store.url.rstrip("/").rsplit("/", 1)[-1])
+    found = read_run(store)
     if found is None:
         raise OutputError(
             f"no run at {store.url}: it has no {', '.join(RUN_FILES)} (list runs with `runs list PARENT`)"
