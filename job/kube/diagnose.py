@@ -12,7 +12,6 @@ Unschedulable is "active". So the state comes from the pods' own conditions and 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from job.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_NOT_READY, EXIT_OUTPUT, EXIT_UNEXPECTED, EXIT_USAGE
 from job.kube.render import CONTAINER, JOB_NAME_LABEL, Manifest
@@ -45,14 +44,6 @@ EVENT_FIXES = {
 }
 
 
-@dataclass(frozen=True)
-class Failure:
-    """Why a Failed Job failed: `exit_code` for the CLI (2-5 as the trainer's, else 1) and one line of detail."""
-
-    exit_code: int
-    detail: str
-
-
 def container_status(pod: Manifest) -> Manifest:
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
         if status.get("name") == CONTAINER:
@@ -60,19 +51,23 @@ def container_status(pod: Manifest) -> Manifest:
     return {}
 
 
+def container_state(pod: Manifest) -> Manifest:
+    """The train container's state: {"waiting": ...}, {"running": ...} or {"terminated": ...} ({} before it exists)."""
+    return dict(container_status(pod).get("state") or {})
+
+
 def train_exit_code(pod: Manifest) -> int | None:
-    terminated = (container_status(pod).get("state") or {}).get("terminated")
+    terminated = container_state(pod).get("terminated")
     return int(terminated["exitCode"]) if terminated else None
 
 
 def has_started(pod: Manifest) -> bool:
     """The train container runs or ran, so it has a log (a waiting container answers 400)."""
-    state = container_status(pod).get("state") or {}
-    return bool(state.get("running") or state.get("terminated"))
+    return bool(is_running(pod) or container_state(pod).get("terminated"))
 
 
 def is_running(pod: Manifest) -> bool:
-    return bool((container_status(pod).get("state") or {}).get("running"))
+    return bool(container_state(pod).get("running"))
 
 
 def unschedulable_fix(message: str) -> str:
@@ -107,7 +102,7 @@ def pod_job(pod: Manifest) -> str:
 def pod_phase(pod: Manifest) -> str:
     """Pending, Pending (ContainerCreating), Running, Succeeded, Failed (exit 75, OOMKilled)..."""
     phase = str((pod.get("status") or {}).get("phase") or "Pending")
-    state = container_status(pod).get("state") or {}
+    state = container_state(pod)
     if phase == "Pending" and (state.get("waiting") or {}).get("reason"):
         return f"Pending ({state['waiting']['reason']})"
     terminated = state.get("terminated") or {}
@@ -129,11 +124,6 @@ def pod_line(pod: Manifest) -> str:
     return ": ".join(part for part in (f"pod {name}", phase, *problem) if part)
 
 
-def event_key(event: Manifest) -> tuple[str, str, str, str]:
-    involved = event.get("involvedObject") or {}
-    return (str(involved.get("kind")), str(involved.get("name")), str(event.get("reason")), str(event.get("message")))
-
-
 def event_lines(job_name: str, pods: list[Manifest], events: list[Manifest]) -> list[str]:
     """Warning events of the Job, and of each pod whose own status does not already name its problem.
 
@@ -143,7 +133,9 @@ def event_lines(job_name: str, pods: list[Manifest], events: list[Manifest]) -> 
     quiet_pods = {pod["metadata"]["name"] for pod in pods if pod_problem(pod) is None}
     lines = []
     for event in sorted(events, key=lambda event: str(event.get("lastTimestamp") or event.get("eventTime") or "")):
-        kind, name, reason, message = event_key(event)
+        involved = event.get("involvedObject") or {}
+        kind, name = str(involved.get("kind")), str(involved.get("name"))
+        reason, message = str(event.get("reason")), str(event.get("message"))
         if event.get("type") != "Warning" or not (
             (kind == "Job" and name == job_name) or (kind == "Pod" and name in quiet_pods)
         ):
@@ -153,12 +145,16 @@ def event_lines(job_name: str, pods: list[Manifest], events: list[Manifest]) -> 
     return list(dict.fromkeys(lines))
 
 
+def finished_condition(job: Manifest) -> Manifest:
+    """The Job's Complete or Failed condition once it has finished, else {}."""
+    conditions = (job.get("status") or {}).get("conditions") or []
+    finished = (c for c in conditions if c.get("type") in ("Complete", "Failed") and c.get("status") == "True")
+    return dict(next(finished, {}))
+
+
 def job_outcome(job: Manifest) -> str | None:
     """'Complete' or 'Failed' once the Job has finished, else None."""
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-            return str(condition["type"])
-    return None
+    return finished_condition(job).get("type")
 
 
 def runs_in_parallel(job: Manifest) -> bool:
@@ -181,13 +177,6 @@ def run_state(job: Manifest, pods: list[Manifest]) -> str:
     return problems[0][0] if problems else "Pending"
 
 
-def failed_condition(job: Manifest) -> tuple[str, str]:
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Failed" and condition.get("status") == "True":
-            return str(condition.get("reason") or ""), str(condition.get("message") or "")
-    return "", ""
-
-
 def parse_indexes(text: str) -> list[int]:
     """`status.failedIndexes` ("1,3-5") as a sorted list of indexes."""
     indexes: set[int] = set()
@@ -204,7 +193,7 @@ def pod_index(pod: Manifest) -> int | None:
 
 
 def finished_at(pod: Manifest) -> str:
-    terminated = (container_status(pod).get("state") or {}).get("terminated") or {}
+    terminated = container_state(pod).get("terminated") or {}
     return str(terminated.get("finishedAt") or pod["metadata"].get("creationTimestamp") or "")
 
 
@@ -214,20 +203,24 @@ def last_exit_code(pods: list[Manifest]) -> int | None:
     return train_exit_code(max(ended, key=finished_at)) if ended else None
 
 
-def failure(job: Manifest, pods: list[Manifest]) -> Failure:
-    """The code a FailJob rule matched, else the failed indexes' own pods' codes, else the last pod's."""
-    reason, message = failed_condition(job)
+def failure(job: Manifest, pods: list[Manifest]) -> tuple[int, str]:
+    """Why a Failed Job failed: the exit code for the CLI (2-6 as the trainer's, else 1) and one line of detail.
+
+    The code is the one a FailJob rule matched, else the failed indexes' own pods' codes, else the last pod's.
+    """
+    condition = finished_condition(job)  # Failed: the caller saw job_outcome(job) == "Failed".
+    reason, message = str(condition.get("reason") or ""), str(condition.get("message") or "")
     summary = f"{reason}: {message}".strip(": ") or "failed"
     matched = FAIL_JOB_MESSAGE.match(message)
     if matched:
-        return Failure(contract_code(int(matched.group(3))), summary)
+        return contract_code(int(matched.group(3))), summary
     failed_indexes = parse_indexes(str((job.get("status") or {}).get("failedIndexes") or ""))
     if failed_indexes:
         codes = {index: last_exit_code([pod for pod in pods if pod_index(pod) == index]) for index in failed_indexes}
         listed = ", ".join(f"index {index} exit {code if code is not None else '?'}" for index, code in codes.items())
-        return Failure(contract_code(codes[failed_indexes[0]]), f"{summary}; {listed}")
+        return contract_code(codes[failed_indexes[0]]), f"{summary}; {listed}"
     last = last_exit_code(pods)
-    return Failure(contract_code(last), f"{summary}, last exit code {last}" if last is not None else summary)
+    return contract_code(last), f"{summary}, last exit code {last}" if last is not None else summary
 
 
 def contract_code(code: int | None) -> int:
@@ -240,8 +233,8 @@ def describe(job: Manifest, pods: list[Manifest], events: list[Manifest]) -> lis
     name = job["metadata"]["name"]
     lines = [pod_line(pod) for pod in pods]
     if job_outcome(job) == "Failed":
-        found = failure(job, pods)
-        lines.append(f"Job {name}: Failed: {found.detail} (exit {found.exit_code})")
+        code, detail = failure(job, pods)
+        lines.append(f"Job {name}: Failed: {detail} (exit {code})")
     elif not pods and run_state(job, pods) == "Pending":
         lines.append(f"Job {name}: no pod yet")
     return lines + event_lines(name, pods, events)

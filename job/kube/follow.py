@@ -29,14 +29,6 @@ class RunFailed(JobError):
         self.exit_code = exit_code
 
 
-def raise_for_outcome(job: Manifest, pods: list[Manifest]) -> None:
-    """Nothing for Complete; RunFailed with the code from the Job's failure condition or failed indexes."""
-    if diagnose.job_outcome(job) != "Failed":
-        return
-    found = diagnose.failure(job, pods)
-    raise RunFailed(f"Job {job['metadata']['name']} failed ({found.detail})", found.exit_code)
-
-
 def why_not_running(name: str, pods: list[Manifest], events: list[Manifest]) -> str:
     """The pending timeout's reason: the pods' problems, else the Job's events, else their plain states."""
     problems = [": ".join(problem) for problem in map(diagnose.pod_problem, pods) if problem]
@@ -47,52 +39,33 @@ def why_not_running(name: str, pods: list[Manifest], events: list[Manifest]) -> 
     return "; ".join(reasons)
 
 
-class ChangeReport:
-    """Print each pod's state line when it changes, and each Warning event once, on stderr."""
-
-    def __init__(self, printer: LogPrinter) -> None:
-        self.printer = printer
-        self.pod_lines: dict[str, str] = {}
-        self.events: set[str] = set()
-
-    def update(self, name: str, pods: list[Manifest], events: list[Manifest]) -> None:
-        for pod in pods:
-            line = diagnose.pod_line(pod)
-            if self.pod_lines.get(pod["metadata"]["name"]) != line:
-                self.pod_lines[pod["metadata"]["name"]] = line
-                self.printer.note(line)
-        for line in diagnose.event_lines(name, pods, events):
-            if line not in self.events:
-                self.events.add(line)
-                self.printer.note(line)
-
-
-def follow(
-    api: Any,
-    namespace: str,
-    name: str,
-    pending_timeout: float,
-    tail: int | None = None,
-) -> None:
+def follow(api: Any, namespace: str, name: str, pending_timeout: float, tail: int | None = None) -> None:
     """Stream the run's logs until the Job is Complete (return) or Failed (RunFailed), or nothing runs (NotStarted)."""
     job = cluster.read_job(api, namespace, name)
     printer = LogPrinter(api, namespace, prefixed=diagnose.runs_in_parallel(job))
-    streams, report = LogStreams(printer, tail), ChangeReport(printer)
+    streams = LogStreams(printer, tail)
     started: set[str] = set()
     idle_since = time.monotonic()
     while True:
         pods = cluster.list_pods(api, namespace, name)
-        report.update(name, pods, cluster.list_events(api, namespace))
+        # Each pod's state line when it changes, and each Warning event once.
+        for pod in pods:
+            printer.note_change(pod["metadata"]["name"], diagnose.pod_line(pod))
+        for line in diagnose.event_lines(name, pods, cluster.list_events(api, namespace)):
+            printer.note_change(line, line)
         for pod in filter(diagnose.has_started, pods):
             streams.start(pod["metadata"]["name"], int(diagnose.container_status(pod).get("restartCount") or 0))
         now_started = {pod["metadata"]["name"] for pod in pods if diagnose.has_started(pod)}
         if any(diagnose.is_running(pod) for pod in pods) or now_started - started:
             idle_since = time.monotonic()
         started |= now_started
-        if diagnose.job_outcome(job):
+        outcome = diagnose.job_outcome(job)
+        if outcome:
             streams.wait(END_OF_LOGS_SECONDS)
-            printer.note(f"Job {name}: {diagnose.job_outcome(job)}")
-            raise_for_outcome(job, cluster.list_pods(api, namespace, name))
+            printer.note(f"Job {name}: {outcome}")
+            if outcome == "Failed":  # The code of the Job's failure condition or failed indexes.
+                code, detail = diagnose.failure(job, cluster.list_pods(api, namespace, name))
+                raise RunFailed(f"Job {name} failed ({detail})", code)
             return
         if pending_timeout and time.monotonic() - idle_since >= pending_timeout:
             reason = why_not_running(name, pods, cluster.list_events(api, namespace))

@@ -28,6 +28,7 @@ class LogPrinter:
     namespace: str
     prefixed: bool
     lock: threading.Lock = field(default_factory=threading.Lock)
+    shown: dict[str, str] = field(default_factory=dict)  # By note_change: what each key printed last.
 
     def copy(self, pod: str, follow: bool, tail: int | None = None, previous: bool = False) -> bool:
         """Copy one pod's log; False (after one line on stderr) when the server refused it or the stream broke."""
@@ -65,6 +66,12 @@ class LogPrinter:
         with self.lock:
             print(line, file=sys.stderr, flush=True)
 
+    def note_change(self, key: str, line: str) -> None:
+        """note(line) unless it is what `key` printed last."""
+        if self.shown.get(key) != line:
+            self.shown[key] = line
+            self.note(line)
+
 
 @dataclass
 class LogStreams:
@@ -75,14 +82,12 @@ class LogStreams:
     threads: dict[tuple[str, int], threading.Thread] = field(default_factory=dict)
 
     def start(self, pod: str, restarts: int) -> None:
-        key = (pod, restarts)
-        if key in self.threads:
+        if (pod, restarts) in self.threads:
             return
         # A container restarted in place (restartPolicy OnFailure) starts its log afresh: print all of it.
         tail = self.tail if restarts == 0 else None
-        thread = threading.Thread(target=self.printer.copy, args=(pod, True, tail), daemon=True)
-        self.threads[key] = thread
-        thread.start()
+        self.threads[pod, restarts] = threading.Thread(target=self.printer.copy, args=(pod, True, tail), daemon=True)
+        self.threads[pod, restarts].start()
 
     def wait(self, seconds: float) -> None:
         """Let the streams reach their end (the kubelet closes them when the containers exit), at most `seconds`."""
