@@ -78,9 +78,6 @@ class RunWriter:
     def path(self, name: str) -> Path:
         return self.staging / name
 
-    def is_complete(self) -> bool:
-        return self.store.read_bytes(SUMMARY) is not None
-
     def read_json(self, name: str) -> dict[str, Any] | None:
         raw = self.store.read_bytes(name)
         return json.loads(raw) if raw is not None else None
@@ -91,7 +88,7 @@ class RunWriter:
         Nothing is changed here, so a run that then fails validation leaves the old one untouched.
         """
         self.store.check_writable()
-        if self.is_complete():
+        if self.store.read_bytes(SUMMARY) is not None:
             if not overwrite:
                 raise OutputError(
                     f"run {self.url} already finished (it has {SUMMARY}): pick another --run-id or pass --overwrite"
@@ -130,28 +127,24 @@ class RunWriter:
 
     def keep_metrics_through(self, completed_epochs: int, completed_steps: int = 0) -> list[Record]:
         """Drop records past the resume point, so a resumed run has no duplicate or missing epochs."""
-
-        def keep(record: Record) -> bool:
-            if record["epoch"] <= completed_epochs:
-                return True
-            return (
+        kept = [
+            record
+            for record in self.read_metrics()
+            if record["epoch"] <= completed_epochs
+            or (
                 record["kind"] == "step"
                 and record["epoch"] == completed_epochs + 1
                 and record["step"] <= completed_steps
             )
-
-        kept = [record for record in self.read_metrics() if keep(record)]
-        self._write_metrics(kept)
+        ]
+        write_atomically(self.path(METRICS), metrics.encode(kept))
+        self.publish_file(METRICS)
         return kept
 
     def append_metrics(self, records: list[Record]) -> None:
         """Append locally, then publish the whole file so a person can follow a running job."""
         append_whole(self.path(METRICS), metrics.encode(records))
         self.store.upload_file(METRICS, self.path(METRICS))
-
-    def _write_metrics(self, records: list[Record]) -> None:
-        write_atomically(self.path(METRICS), metrics.encode(records))
-        self.publish_file(METRICS)
 
     def sync_tree(self, name: str, prune: bool = False) -> None:
         """Upload a folder; with `prune`, also delete stored files it no longer has (old checkpoints)."""

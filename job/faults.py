@@ -46,35 +46,28 @@ def fault_errno(error: BaseException, roots: list[str]) -> tuple[int, str] | Non
     return None
 
 
-def as_output_error(error: BaseException, places: list[Path]) -> OutputError | None:
-    """The one-line exit-4 error for a failed write inside one of places, or None if it is not one."""
-    found = fault_errno(error, [str(place.absolute()) for place in places])
-    if found is None:
-        return None
-    number, path = found
-    problem, fix = REASONS[number]
-    return OutputError(
-        f"cannot write {path}: {problem}: {fix}, then rerun the same command; "
-        "what was saved before is kept and the run resumes from its last checkpoint"
-    )
-
-
 @contextlib.contextmanager
 def output_faults(places: list[Path]) -> Iterator[None]:
-    """Turn a failed write inside places into OutputError (exit 4); let everything else through."""
+    """Turn a failed write inside places into one line, OutputError (exit 4); let everything else through."""
     try:
         yield
     except Exception as error:
-        converted = as_output_error(error, places)
-        if converted is None:
+        found = fault_errno(error, [str(place.absolute()) for place in places])
+        if found is None:
             raise
-        raise converted from None
+        problem, fix = REASONS[found[0]]
+        raise OutputError(
+            f"cannot write {found[1]}: {problem}: {fix}, then rerun the same command; "
+            "what was saved before is kept and the run resumes from its last checkpoint"
+        ) from None
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, *, create_only: bool = False) -> None:
     """Write data under a temporary name in the same folder, flush it to disk, then rename it into place.
 
     Whoever reads path (a resume after kill -9, `runs show`) sees the old content or the new, never half.
+    With create_only the temporary file is hard-linked instead, an atomic create-if-absent (like
+    if_generation_match=0 on gs://): FileExistsError if path exists.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
@@ -83,7 +76,10 @@ def write_atomically(path: Path, data: bytes) -> None:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        temporary.replace(path)
+        if create_only:
+            os.link(temporary, path)
+        else:
+            temporary.replace(path)
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -15,7 +15,7 @@ import google_crc32c
 from google.cloud import storage
 
 from job.errors import DataError
-from job.gcs import REQUEST_TIMEOUT, gcs_errors, make_client, retry_deadline, retry_policy
+from job.gcs import REQUEST_TIMEOUT, gcs_errors, make_client, retry_policy
 from job.untrusted import MAX_DATA_BYTES, MAX_DATA_ENTRIES, check_names, check_size, contained_path
 from job.uri import parse_gcs_url
 
@@ -37,7 +37,9 @@ def fetch_data(url: str, cache_dir: Path) -> Path:
     if not name:
         raise DataError(f"--data {url} names a whole bucket: point it at the tarball, .npz or folder inside it")
     client = make_client(DataError)
-    retry = retry_policy(retry_deadline())
+    retry = retry_policy()
+    root, records = cache_dir / "gcs" / bucket_name, cache_dir / "gcs-verified" / bucket_name
+    where = f"data source {url}"
     with gcs_errors("reading data", url, bucket_name, DataError):
         blob = client.bucket(bucket_name).get_blob(name, retry=retry, timeout=REQUEST_TIMEOUT)
         if blob is not None:
@@ -50,30 +52,26 @@ def fetch_data(url: str, cache_dir: Path) -> Path:
                 f"data source {url} does not exist: no object or folder by that name in bucket {bucket_name} "
                 "(upload cifar-10-python.tar.gz, its cifar-10-batches-py folder, or an .npz there)"
             )
-        places = _cache_places(url, blobs, cache_dir / "gcs" / bucket_name, cache_dir / "gcs-verified" / bucket_name)
+        if len(blobs) > MAX_DATA_ENTRIES:
+            raise DataError(
+                f"data folder {url} holds more than {MAX_DATA_ENTRIES} objects: it is not CIFAR-10; "
+                "point --data at the tarball, the cifar-10-batches-py folder or an .npz"
+            )
+        # Every name and size is checked, and every place worked out, before the first download.
+        check_names([blob.name for blob in blobs], where, DataError)
+        for blob in blobs:
+            check_size(blob.size or 0, MAX_DATA_BYTES, f"gs://{bucket_name}/{blob.name}", DataError)
+        check_size(sum(blob.size or 0 for blob in blobs), MAX_DATA_BYTES, where, DataError)
+        places = [
+            (
+                contained_path(root, blob.name, where, DataError),
+                contained_path(records, f"{blob.name}.json", where, DataError),
+            )
+            for blob in blobs
+        ]
         for blob, (target, record) in zip(blobs, places, strict=True):
             fetch_blob(blob, target, record)
-    return cache_dir / "gcs" / bucket_name / name
-
-
-def _cache_places(url: str, blobs: list[storage.Blob], root: Path, records: Path) -> list[tuple[Path, Path]]:
-    """Where each object and its verification record go, refused as a whole if any name or size is unsafe."""
-    if len(blobs) > MAX_DATA_ENTRIES:
-        raise DataError(
-            f"data folder {url} holds more than {MAX_DATA_ENTRIES} objects: it is not CIFAR-10; "
-            "point --data at the tarball, the cifar-10-batches-py folder or an .npz"
-        )
-    check_names([blob.name for blob in blobs], f"data source {url}", DataError)
-    for blob in blobs:
-        check_size(blob.size or 0, MAX_DATA_BYTES, f"gs://{blob.bucket.name}/{blob.name}", DataError)
-    check_size(sum(blob.size or 0 for blob in blobs), MAX_DATA_BYTES, f"data source {url}", DataError)
-    return [
-        (
-            contained_path(root, blob.name, f"data source {url}", DataError),
-            contained_path(records, f"{blob.name}.json", f"data source {url}", DataError),
-        )
-        for blob in blobs
-    ]
+    return root / name
 
 
 def fetch_blob(blob: storage.Blob, target: Path, record_path: Path) -> None:
@@ -90,7 +88,7 @@ def fetch_blob(blob: storage.Blob, target: Path, record_path: Path) -> None:
         blob.download_to_filename(
             temporary,
             if_generation_match=blob.generation,
-            retry=retry_policy(retry_deadline()),
+            retry=retry_policy(),
             timeout=REQUEST_TIMEOUT,
         )
         actual = digests(temporary, blob)
@@ -107,13 +105,12 @@ def fetch_blob(blob: storage.Blob, target: Path, record_path: Path) -> None:
     record_path.write_text(json.dumps(expected))
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The cache's sidecar record, or None when unreadable."""
+def read_record(path: Path) -> Any:
+    """The cache's sidecar record as stored (compared to the expected one), or None when unreadable."""
     try:
-        record = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) else None
 
 
 def digests(path: Path, blob: storage.Blob) -> dict[str, Any]:

@@ -49,6 +49,7 @@ DEFAULT_RETRY_DEADLINE = 120.0
 REQUEST_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds for each HTTP request.
 # Eight threads: requests keeps ten pooled connections per host, so more threads would only queue.
 MAX_WORKERS = 8
+THREADS = {"raise_exception": True, "worker_type": transfer_manager.THREAD, "max_workers": MAX_WORKERS}
 HINT_CREDENTIALS = (
     "set GOOGLE_APPLICATION_CREDENTIALS, run `gcloud auth application-default login`, "
     "or give the pod a Workload Identity service account"
@@ -60,9 +61,6 @@ HINT_METADATA = (
 # GKE documents that its metadata server may take a few seconds to accept requests on a new pod and that
 # retrying helps: in a pod, credentials are retried this long (JOB_CREDENTIALS_WAIT) before exiting 6.
 DEFAULT_CREDENTIALS_WAIT = 30.0
-HINT_ROLE = (
-    "the job's identity needs roles/storage.objectUser on bucket {bucket} (storage.objects.create/get/list/delete)"
-)
 
 
 # What google-cloud-storage 3.17's own retry predicate treats as transient, written here with public names
@@ -106,12 +104,13 @@ def retry_deadline() -> float:
     return positive_seconds("JOB_GCS_RETRY_DEADLINE", DEFAULT_RETRY_DEADLINE)
 
 
-def retry_policy(deadline: float) -> Retry:
+def retry_policy(deadline: float | None = None) -> Retry:
     """Exponential backoff on transient errors for one operation, with one budget shared by all its threads.
 
-    Retrying stops `deadline` seconds after the operation's first transient error, so 100 parallel
-    uploads to a dead endpoint fail after `deadline` seconds, not after 100 / MAX_WORKERS × deadline.
+    Retrying stops `deadline` (default `retry_deadline()`) seconds after the operation's first transient error,
+    so 100 parallel uploads to a dead endpoint fail after `deadline` seconds, not after 100 / MAX_WORKERS × that.
     """
+    deadline = retry_deadline() if deadline is None else deadline
     lock = threading.Lock()
     first_error: list[float] = []
 
@@ -168,18 +167,18 @@ def google_credentials(error: type[JobError]) -> Credentials:
                 credentials.refresh(Request())  # Proves the metadata server answers before any work starts.
             return credentials
         except auth_exceptions.GoogleAuthError as cause:
-            if not metadata_unreachable(cause):
-                raise error(f"no Google credentials ({describe(cause)}): {HINT_CREDENTIALS}") from None
-            if time.monotonic() + delay > give_up:
-                if in_pod():
-                    silent = isinstance(cause, auth_exceptions.DefaultCredentialsError)
-                    detail = "no answer from the metadata server" if silent else describe(cause)
-                    raise EnvironmentNotReady(
-                        f"no Google credentials after {wait:g} s ({detail}): {HINT_METADATA}"
-                    ) from None
-                raise error(f"no Google credentials ({describe(cause)}): {HINT_CREDENTIALS}") from None
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)
+            unreachable = metadata_unreachable(cause)
+            if unreachable and time.monotonic() + delay <= give_up:
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+                continue
+            if unreachable and in_pod():
+                silent = isinstance(cause, auth_exceptions.DefaultCredentialsError)
+                detail = "no answer from the metadata server" if silent else describe(cause)
+                raise EnvironmentNotReady(
+                    f"no Google credentials after {wait:g} s ({detail}): {HINT_METADATA}"
+                ) from None
+            raise error(f"no Google credentials ({describe(cause)}): {HINT_CREDENTIALS}") from None
 
 
 def metadata_unreachable(cause: BaseException) -> bool:
@@ -206,11 +205,8 @@ def describe(cause: BaseException) -> str:
         return describe(cause.cause)
     if isinstance(cause, api_exceptions.GoogleAPICallError) and cause.code:
         detail = re.sub(r"^[A-Z]+ \S+: ", "", cause.message or "")  # Drop the echoed "GET http://...".
-        try:
-            phrase = HTTPStatus(cause.code).phrase
-        except ValueError:
-            phrase = ""
-        text = " ".join(part for part in (f"HTTP {cause.code}", phrase) if part)
+        phrase = next((status.phrase for status in HTTPStatus if status == cause.code), "")
+        text = f"HTTP {cause.code} {phrase}".rstrip()
         if detail and detail.lower() != phrase.lower():
             text = f"{text}: {detail}"
     else:
@@ -231,7 +227,8 @@ def gcs_errors(action: str, url: str, bucket: str, error: type[JobError] = Outpu
         raise error(f"bucket {bucket} does not exist ({action} {url}): create it or fix the gs:// URL") from None
     except (api_exceptions.Forbidden, api_exceptions.Unauthorized) as cause:
         raise error(
-            f"permission denied {action} {url} ({describe(cause)}): {HINT_ROLE.format(bucket=bucket)}"
+            f"permission denied {action} {url} ({describe(cause)}): the job's identity needs roles/storage.objectUser "
+            f"on bucket {bucket} (storage.objects.create/get/list/delete)"
         ) from None
     except api_exceptions.RetryError as cause:
         raise error(f"gave up {action} {url} after retrying: {describe(cause)}") from None
@@ -298,8 +295,9 @@ class GcsStore:
             try:
                 blob.upload_from_string(data, retry=self._policy(), timeout=REQUEST_TIMEOUT, **precondition)
             except api_exceptions.PreconditionFailed:
-                if self._holds(blob, data):
-                    return  # A retried create whose first attempt had landed: the object is ours.
+                stored = self._bucket.get_blob(blob.name, retry=self._policy(), timeout=REQUEST_TIMEOUT)
+                if stored is not None and stored.md5_hash == base64.b64encode(hashlib.md5(data).digest()).decode():
+                    return  # A retried create whose first attempt had landed (same MD5): the object is ours.
                 raise OutputError(
                     f"{self.url}/{key} already exists: another job published this run first "
                     "(create-only write refused; choose another --run-id)"
@@ -323,9 +321,7 @@ class GcsStore:
                     source_directory=str(source_dir),
                     blob_name_prefix=self._folder(prefix),
                     upload_kwargs={"retry": self._policy(), "timeout": REQUEST_TIMEOUT},
-                    raise_exception=True,
-                    worker_type=transfer_manager.THREAD,
-                    max_workers=MAX_WORKERS,
+                    **THREADS,
                 )
         if prune:  # After the upload, so a kill in between leaves extra objects, never missing ones.
             local = {self._folder_key(prefix) + path.relative_to(source_dir).as_posix() for path in files}
@@ -350,9 +346,7 @@ class GcsStore:
                 blob_name_prefix=folder,
                 download_kwargs={"retry": self._policy(), "timeout": REQUEST_TIMEOUT},
                 create_directories=True,
-                raise_exception=True,
-                worker_type=transfer_manager.THREAD,
-                max_workers=MAX_WORKERS,
+                **THREADS,
             )
         return len(names)
 
@@ -375,11 +369,6 @@ class GcsStore:
     def _delete(self, blob: storage.Blob, retry: Retry) -> None:
         with contextlib.suppress(api_exceptions.NotFound):
             blob.delete(retry=retry, timeout=REQUEST_TIMEOUT)
-
-    def _holds(self, blob: storage.Blob, data: bytes) -> bool:
-        """Whether the stored object has exactly these bytes (by MD5)."""
-        stored = self._bucket.get_blob(blob.name, retry=self._policy(), timeout=REQUEST_TIMEOUT)
-        return stored is not None and stored.md5_hash == base64.b64encode(hashlib.md5(data).digest()).decode()
 
     def _policy(self) -> Retry:
         return retry_policy(self._deadline)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from job import progress
+from job.artifacts import parse_json
 from job.errors import EXIT_OUTPUT, OutputError, UsageError
 from job.uri import is_gcs, parse_gcs_url
 
@@ -91,10 +92,7 @@ def busy(url: str, holder: dict[str, Any], until: str = "") -> OutputError:
 def acquire(output: str, run_id: str) -> Lease:
     """Take the run's lease, or raise OutputError (exit 4) naming the process that holds it."""
     if is_gcs(output):
-        bucket, prefix = parse_gcs_url(output)
-        lease = GcsLease(bucket, "/".join(part for part in (prefix, f".{run_id}.lease") if part), lease_seconds())
-        lease.acquire(f"{output.rstrip('/')}/{run_id}")
-        return lease
+        return GcsLease(output, run_id, lease_seconds())
     return LocalLease(Path(output).expanduser().absolute(), run_id)
 
 
@@ -128,10 +126,9 @@ class LocalLease:
 
     def _read_holder(self) -> dict[str, Any]:
         try:
-            holder = json.loads(self.path.read_text() or "{}")
-        except (OSError, ValueError):
-            holder = {}
-        return holder if isinstance(holder, dict) else {}
+            return parse_json(self.path.read_bytes()) or {}
+        except OSError:
+            return {}
 
     def release(self) -> None:
         """Remove the lock file, then drop the lock: a process that opened the old file sees it unlinked."""
@@ -144,28 +141,23 @@ class LocalLease:
 class GcsLease:
     """A lease object renewed by a background thread; losing it stops the process with exit 4 at once."""
 
-    def __init__(self, bucket: str, name: str, seconds: float) -> None:
-        from job.gcs import make_client, retry_deadline, retry_policy
+    def __init__(self, output: str, run_id: str, seconds: float) -> None:
+        """Take the lease on OUTPUT/RUN_ID (the object OUTPUT/.RUN_ID.lease) and start renewing it."""
+        from google.api_core import exceptions
 
+        from job.gcs import gcs_errors, make_client, retry_deadline, retry_policy
+
+        bucket, prefix = parse_gcs_url(output)
+        name = "/".join(part for part in (prefix, f".{run_id}.lease") if part)
         self.url = f"gs://{bucket}/{name}"
-        self.bucket_name = bucket
         self.blob = make_client().bucket(bucket).blob(name)
         self.seconds = seconds
         self.retry = retry_policy(min(retry_deadline(), seconds / 3))
         self.generation = 0
         self.stopped = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def _body(self) -> str:
-        return json.dumps({**self.holder, "lease_seconds": self.seconds})
-
-    def acquire(self, run_url: str) -> None:
-        from google.api_core import exceptions
-
-        from job.gcs import gcs_errors
-
         self.holder = owner()
-        with gcs_errors("taking the run's lease", self.url, self.bucket_name):
+        run_url = f"{output.rstrip('/')}/{run_id}"
+        with gcs_errors("taking the run's lease", self.url, bucket):
             for _ in range(3):  # The holder may release or renew between our reads: look again.
                 with contextlib.suppress(exceptions.PreconditionFailed):
                     self._write(if_generation_match=0)
@@ -178,15 +170,11 @@ class GcsLease:
                     break
             else:
                 raise OutputError(f"could not take the lease {self.url}: it kept changing; retry")
-        self.thread = threading.Thread(target=self._renew, name="lease-renewal", daemon=True)
+        self.thread: threading.Thread | None = threading.Thread(target=self._renew, name="lease-renewal", daemon=True)
         self.thread.start()
 
     def _take_over(self, current: Any, run_url: str) -> None:
-        try:
-            holder = json.loads(current.download_as_bytes(if_generation_match=current.generation, retry=self.retry))
-        except ValueError:
-            holder = {}
-        holder = holder if isinstance(holder, dict) else {}
+        holder = parse_json(current.download_as_bytes(if_generation_match=current.generation, retry=self.retry)) or {}
         expires = current.updated + timedelta(seconds=float(holder.get("lease_seconds", self.seconds)))
         successor = bool(self.holder["job_uid"]) and holder.get("job_uid") == self.holder["job_uid"]
         if not successor and expires > datetime.now(UTC):
@@ -196,8 +184,9 @@ class GcsLease:
         self._write(if_generation_match=current.generation)
 
     def _write(self, if_generation_match: int) -> None:
+        body = json.dumps({**self.holder, "lease_seconds": self.seconds})
         self.blob.upload_from_string(
-            self._body(), content_type="application/json", if_generation_match=if_generation_match, retry=self.retry
+            body, content_type="application/json", if_generation_match=if_generation_match, retry=self.retry
         )
         self.generation = int(self.blob.generation)
 

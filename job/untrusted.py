@@ -65,13 +65,10 @@ def check_names(names: Iterable[str], where: str, error: type[JobError]) -> None
     names = list(names)
     for name in names:
         check_name(name, where, error)
-    present = set(names)
-    for name in names:
-        parts = name.split("/")
-        for depth in range(1, len(parts)):
-            folder = "/".join(parts[:depth])
-            if folder in present:
-                raise error(
-                    f"{where} holds both an object {folder!r} and objects below {folder + '/'!r}: they cannot both "
-                    "be files on disk; remove one"
-                )
+    folders = {name.rsplit("/", depth)[0] for name in names for depth in range(1, name.count("/") + 1)}
+    clash = next((name for name in names if name in folders), None)
+    if clash is not None:
+        raise error(
+            f"{where} holds both an object {clash!r} and objects below {clash + '/'!r}: they cannot both "
+            "be files on disk; remove one"
+        )
