@@ -27,7 +27,6 @@ from job.uri import check_output_location, gcs_url, is_gcs, parse_gcs_url
 
 MODEL_DIR = "AIP_MODEL_DIR"
 CHECKPOINT_DIR = "AIP_CHECKPOINT_DIR"
-TENSORBOARD_DIR = "AIP_TENSORBOARD_LOG_DIR"
 JOB_ID = "CLOUD_ML_JOB_ID"
 MODEL_FOLDER = "model"  # Equals job.artifacts.SAVED_MODEL (kept apart: artifacts imports more than --help needs).
 CHECKPOINTS_FOLDER = "checkpoints"

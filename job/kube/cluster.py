@@ -218,18 +218,17 @@ def read_job(api: Any, namespace: str, name: str) -> Manifest:
         return dict(api.sanitize_for_serialization(_method(api, "Job", "read")(name, namespace)))
 
 
-def list_jobs(api: Any, namespace: str, selector: str) -> list[Manifest]:
-    with api_errors(namespace, "listing Jobs"):
-        jobs = _method(api, "Job", "list")(namespace, label_selector=selector)
-    return [dict(api.sanitize_for_serialization(job)) for job in jobs.items]
+def list_objects(api: Any, kind: str, namespace: str, what: str, selector: str | None = None) -> list[Manifest]:
+    """Every `kind` in the namespace that the label selector matches, as plain JSON; `what` names them in errors."""
+    with api_errors(namespace, what):
+        found = _method(api, kind, "list")(namespace, label_selector=selector)
+    return [dict(api.sanitize_for_serialization(item)) for item in found.items]
 
 
 def list_pods(api: Any, namespace: str, name: str | None = None) -> list[Manifest]:
     """The pods of Job `name` (of every Job when None), oldest first."""
     selector = f"{JOB_NAME_LABEL}={name}" if name else JOB_NAME_LABEL
-    with api_errors(namespace, f"pods of Job {name}" if name else "listing pods"):
-        pods = _method(api, "Pod", "list")(namespace, label_selector=selector)
-    found = [dict(api.sanitize_for_serialization(pod)) for pod in pods.items]
+    found = list_objects(api, "Pod", namespace, f"pods of Job {name}" if name else "listing pods", selector)
     if name:  # What the selector asked for, also from a server that ignores selectors (the test double).
         found = [pod for pod in found if (pod["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == name]
     return sorted(found, key=lambda pod: (pod["metadata"].get("creationTimestamp") or "", pod["metadata"]["name"]))
@@ -241,9 +240,7 @@ def list_events(api: Any, namespace: str) -> list[Manifest]:
     A field selector matches one object name only; a run has a Job and several pods, so this lists the
     namespace (the project's own, holding only runs) and job/kube/diagnose.py picks the run's events.
     """
-    with api_errors(namespace, "listing events"):
-        events = _method(api, "Event", "list")(namespace)
-    return [dict(api.sanitize_for_serialization(event)) for event in events.items]
+    return list_objects(api, "Event", namespace, "listing events")
 
 
 def delete_job(api: Any, namespace: str, name: str) -> None:
@@ -261,12 +258,10 @@ def open_log(api: Any, namespace: str, pod: str, follow: bool, tail: int | None 
     from kubernetes import client
 
     # The client leaves out the parameters that are None: neither tailLines nor previous=false is sent.
-    return client.CoreV1Api(api).read_namespaced_pod_log(
-        pod,
-        namespace,
-        container=CONTAINER,
-        follow=follow,
-        tail_lines=tail,
-        previous=previous or None,
-        _preload_content=False,
-    )
+    options: dict[str, Any] = {
+        "container": CONTAINER,
+        "follow": follow,
+        "tail_lines": tail,
+        "previous": previous or None,
+    }
+    return client.CoreV1Api(api).read_namespaced_pod_log(pod, namespace, _preload_content=False, **options)

@@ -160,9 +160,10 @@ def status(
 
     namespace = namespace or default_namespace(kustomize_dir)
     client = cluster.connect()
-    jobs = (
-        [cluster.read_job(client, namespace, run_id)] if run_id else cluster.list_jobs(client, namespace, APP_SELECTOR)
-    )
+    if run_id:
+        jobs = [cluster.read_job(client, namespace, run_id)]
+    else:
+        jobs = cluster.list_objects(client, "Job", namespace, "listing Jobs", APP_SELECTOR)
     if not jobs:
         typer.echo(f"no runs in namespace {namespace}", err=True)
         return

@@ -93,20 +93,13 @@ def make_sweep(job: Manifest, grid: list[Point], parallelism: int) -> None:
         raise UsageError("the sweep overlay must render an Indexed Job (completionMode: Indexed)")
     name, size = job["metadata"]["name"], len(grid)
     check_hostnames(name, size)
-    budget = point_budget(spec)
+    deadline = spec.get("activeDeadlineSeconds")  # None: no deadline.
+    own_waves = waves(int(spec["completions"]), int(spec["parallelism"]))
     spec["completions"], spec["parallelism"] = size, min(parallelism, size)
-    if budget is not None:
-        spec["activeDeadlineSeconds"] = budget * waves(size, spec["parallelism"])
+    if deadline is not None:  # One point's budget (the deadline over the overlay's own waves) per wave.
+        spec["activeDeadlineSeconds"] = -(-int(deadline) // own_waves) * waves(size, spec["parallelism"])
     set_env(train_container(job), "JOB_SWEEP", encode(grid))
     set_labels(job, {LABEL_SWEEP: name})
-
-
-def point_budget(spec: Manifest) -> int | None:
-    """One point's deadline in seconds: the rendered Job's deadline over its own waves (None: no deadline)."""
-    deadline = spec.get("activeDeadlineSeconds")
-    if deadline is None:
-        return None
-    return -(-int(deadline) // waves(int(spec["completions"]), int(spec["parallelism"])))
 
 
 def owned_by(document: Manifest, job: Manifest) -> Manifest:
