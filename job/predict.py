@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from job.errors import DataError, UsageError
+from job.storage import LocalStore, check_out, open_store
 from job.uri import is_gcs, parse_gcs_url
 
 if TYPE_CHECKING:
@@ -51,14 +53,9 @@ class Source:
     """One input file, header-checked: an image (not yet decoded) or an .npz array (not yet inflated)."""
 
     name: str
+    labels: list[str]  # One per image: the name, or name[i] for each image of an N×H×W×3 array.
     image: Image.Image | None = None
-    npz: tuple[zipfile.ZipFile, str, tuple[int, ...], str] | None = None  # archive, member, shape, dtype
-
-    def labels(self) -> list[str]:
-        if self.npz is None:
-            return [self.name]
-        shape = self.npz[2]
-        return [f"{self.name}[{index}]" for index in range(shape[0])] if len(shape) == 4 else [self.name]
+    npz: tuple[zipfile.ZipFile, str, tuple[int, ...]] | None = None  # archive, member, shape
 
 
 def predict(
@@ -82,7 +79,7 @@ def predict(
         classify, size, class_names = load_model(folder, card, run_or_model)
         batch = decode(sources, size)
         probabilities = classify(batch)
-    labels = [label for source in sources for label in source.labels()]
+    labels = [label for source in sources for label in source.labels]
     results = [top_classes(row, class_names, top_k) for row in probabilities]
     if output_format == OutputFormat.json:
         predictions = [{"input": label, "top": top} for label, top in zip(labels, results, strict=True)]
@@ -102,11 +99,11 @@ def read_bytes(location: str, limit: int) -> bytes:
     from job.untrusted import check_size
 
     if is_gcs(location):
-        from job.gcs import REQUEST_TIMEOUT, gcs_errors, make_client, retry_deadline, retry_policy
+        from job.gcs import REQUEST_TIMEOUT, gcs_errors, make_client, retry_policy
 
         bucket_name, name = parse_gcs_url(location)
         with gcs_errors("reading", location, bucket_name, DataError):
-            retry = retry_policy(retry_deadline())
+            retry = retry_policy()
             blob = make_client(DataError).bucket(bucket_name).get_blob(name, retry=retry, timeout=REQUEST_TIMEOUT)
             if blob is None:
                 raise DataError(f"input {location} does not exist: pass PNG or JPEG files or an .npz")
@@ -133,7 +130,7 @@ def read_source(location: str) -> Source:
         raise DataError(
             f"input {location} is not a readable PNG or JPEG image ({error}): pass PNG, JPEG or .npz files"
         ) from None
-    return Source(location, image=image)
+    return Source(location, [location], image=image)
 
 
 def read_npz_header(location: str, data: bytes) -> Source:
@@ -169,7 +166,8 @@ def read_npz_header(location: str, data: bytes) -> Source:
         )
     if math.prod(shape) > MAX_NPZ_BYTES:
         raise DataError(f"input {location}: {key} declares {math.prod(shape):,} bytes, more than any batch of images")
-    return Source(location, npz=(archive, member, tuple(shape), str(dtype)))
+    labels = [f"{location}[{index}]" for index in range(shape[0])] if len(shape) == 4 else [location]
+    return Source(location, labels, npz=(archive, member, tuple(shape)))
 
 
 def decode(sources: list[Source], size: tuple[int, int]) -> np.ndarray:
@@ -191,7 +189,7 @@ def decode(sources: list[Source], size: tuple[int, int]) -> np.ndarray:
                 raise DataError(f"input {source.name} is a damaged image ({error}): re-export it") from None
             continue
         assert source.npz is not None
-        archive, member, shape, _ = source.npz
+        archive, member, shape = source.npz
         if tuple(shape[-3:-1]) != (height, width):
             raise DataError(
                 f"input {source.name} holds {shape[-3]}×{shape[-2]} images, the model takes {height}×{width}: "
@@ -206,64 +204,42 @@ def decode(sources: list[Source], size: tuple[int, int]) -> np.ndarray:
     return np.concatenate(arrays)
 
 
-def find_saved_model(keys: set[str], root: str = "") -> str | None:
-    """The SavedModel folder among these file names: root itself, root/model, or their highest version folder."""
-    for folder in (root, f"{root}/model" if root else "model"):
-        prefix = f"{folder}/" if folder else ""
+def find_saved_model(keys: set[str]) -> str | None:
+    """The SavedModel folder among these file names: "" (the top itself), model, or their highest version folder."""
+    for folder, prefix in (("", ""), ("model", "model/")):
         if f"{prefix}{SAVED_MODEL_FILE}" in keys:
             return folder
-        versions = [
-            int(key[len(prefix) :].split("/")[0])
-            for key in keys
-            if key.startswith(prefix)
-            and key[len(prefix) :].split("/")[0].isdigit()
-            and key == f"{prefix}{key[len(prefix) :].split('/')[0]}/{SAVED_MODEL_FILE}"
-        ]
+        version = re.compile(re.escape(prefix) + r"([0-9]+)/" + re.escape(SAVED_MODEL_FILE))
+        versions = [int(match[1]) for key in keys if (match := version.fullmatch(key))]
         if versions:
             return f"{prefix}{max(versions)}"
     return None
 
 
 def locate_saved_model(location: str, scratch: Path) -> tuple[Path, dict[str, Any] | None]:
-    """A local SavedModel folder (a gs:// one is downloaded into scratch) and its model card, if it has one."""
+    """A local SavedModel folder (a gs:// one is checked out into scratch) and its model card, if it has one.
+
+    The card is the SavedModel's own or its parent's (model/model_card.json, beside the version folders); it only
+    names classes (the signature is checked), so one that is not a JSON object is ignored.
+    """
+    from job.artifacts import parse_json
     from job.model_card import CARD
 
-    if is_gcs(location):
-        from job.gcs import GcsStore
-
-        store = GcsStore(*parse_gcs_url(location))
-        keys = set(store.list_keys())
-        folder = find_saved_model(keys)
-        if folder is None:
-            raise no_saved_model(location)
-        store.download_tree(folder, scratch / "saved_model")
-        card_keys = [f"{folder}/{CARD}".lstrip("/"), f"{folder.rpartition('/')[0]}/{CARD}".lstrip("/")]
-        card_bytes = next((store.read_bytes(key) for key in card_keys if key in keys), None)
-        return scratch / "saved_model", parse_card(card_bytes)
-    root = Path(location).expanduser()
-    keys = {str(path.relative_to(root)) for path in root.rglob(SAVED_MODEL_FILE)} if root.is_dir() else set()
+    # Any other scheme is a local path here (that holds no SavedModel), not open_store's unsupported *output*.
+    store = open_store(location) if is_gcs(location) else LocalStore(Path(location))
+    keys = set(store.list_keys())
     folder = find_saved_model(keys)
     if folder is None:
-        raise no_saved_model(location)
-    saved = root / folder
+        raise UsageError(
+            f"{location} holds no SavedModel (no saved_model.pb in it, in model/ or in a version folder model/N/): "
+            "pass a finished run folder, its model/ folder or a SavedModel folder"
+        )
+    staging = store.staging(scratch / "saved_model")  # A local store's own folder: nothing is copied.
+    card_keys = {f"{folder}/{CARD}".lstrip("/"), f"{folder.rpartition('/')[0]}/{CARD}".lstrip("/")}
+    check_out(store, staging, trees=[folder], files=sorted(card_keys & keys))
+    saved = staging / folder
     cards = [saved / CARD, saved.parent / CARD]
-    return saved, parse_card(next((card.read_bytes() for card in cards if card.is_file()), None))
-
-
-def no_saved_model(location: str) -> UsageError:
-    return UsageError(
-        f"{location} holds no SavedModel (no saved_model.pb in it, in model/ or in a version folder model/N/): "
-        "pass a finished run folder, its model/ folder or a SavedModel folder"
-    )
-
-
-def parse_card(raw: bytes | None) -> dict[str, Any] | None:
-    """The model card, or None when absent or not a card (it only names classes; the signature is checked)."""
-    try:
-        card = json.loads(raw) if raw is not None else None
-    except ValueError:
-        return None
-    return card if isinstance(card, dict) else None
+    return saved, parse_json(next((card.read_bytes() for card in cards if card.is_file()), None))
 
 
 def load_model(folder: Path, card: dict[str, Any] | None, location: str) -> tuple[Any, tuple[int, int], list[str]]:

@@ -50,8 +50,7 @@ def open_store(location: str) -> Store:
     if is_gcs(location):
         from job.gcs import GcsStore
 
-        bucket, prefix = parse_gcs_url(location)
-        return GcsStore(bucket, prefix)
+        return GcsStore(*parse_gcs_url(location))
     return LocalStore(Path(location))
 
 
@@ -111,19 +110,12 @@ class LocalStore:
         return path.read_bytes() if path.is_file() else None
 
     def write_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None:
-        path = self.root / key
-        if not create_only:
-            write_atomically(path, data)  # Readers never see a half-written file.
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.partial")
-        temporary.write_bytes(data)
         try:
-            os.link(temporary, path)  # Atomic create-if-absent, like if_generation_match=0.
+            write_atomically(self.root / key, data, create_only=create_only)  # Never a half-written file.
         except FileExistsError:
-            raise OutputError(f"{path} already exists: another job published this run first") from None
-        finally:
-            temporary.unlink()
+            if not create_only:
+                raise
+            raise OutputError(f"{self.root / key} already exists: another job published this run first") from None
 
     def upload_file(self, key: str, source: Path) -> None:
         target = self.root / key
