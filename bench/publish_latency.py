@@ -7,7 +7,7 @@ Each repeat is a fresh `python -m job train` (default flags, 2 epochs) on genera
 set's size (10,000 images, so the test evaluation costs what it costs on CIFAR-10) and 2,000 training
 images (so the epoch is short), through the same kind of wrapper as bench/startup.py: it timestamps the
 last training step, the end of the loop (last validation, checkpoint, records), the start of publishing
-(after the test evaluation), the SavedModel export, model.keras, the run plots, the model card, the
+(after the test evaluation), the SavedModel export, model.keras, the data plots and the run plots, the model card, the
 uploads and summary.json. gs:// goes to fake-gcs-server on this machine (tests/gcs_fixtures.py): an upload
 costs the client's time, not a real network's. Writes bench/results/publish-latency.{json,md}; never a test.
 """
@@ -38,6 +38,7 @@ PHASES = (
     ("test evaluation (test[500:])", "publish_started"),
     ("SavedModel export", "export_done"),
     ("model.keras", "save_done"),
+    ("data plots (label counts, sample grid)", "data_plots_done"),
     ("run plots (summary, diagram, learning curves)", "plots_done"),
     ("model card", "card_done"),
     ("uploads (tensorboard, model, model.keras, plots)", "uploads_done"),
@@ -52,10 +53,13 @@ def child(argv: list[str]) -> None:
     def mark(name: str) -> Any:
         return lambda: marks.__setitem__(name, time.perf_counter())
 
+    from job import cli
+
+    cli.import_trainer()  # As the CLI loads TensorFlow and Keras: matplotlib only when the pictures are drawn.
     import keras
 
     import job.train as train_module  # The marks need its functions; importing it here moves no measured time.
-    from job import cli, monitor, plots
+    from job import monitor, plots
     from job.artifacts import RunWriter
 
     wrap(monitor.Monitor, "step_end", after=mark("last_step"))  # The last call wins.
@@ -63,6 +67,7 @@ def child(argv: list[str]) -> None:
     wrap(train_module, "publish", before=mark("publish_started"), after=mark("finished"))
     wrap(keras.Model, "export", after=mark("export_done"))
     wrap(keras.Model, "save", after=mark("save_done"))
+    wrap(plots, "write_data_plots", after=mark("data_plots_done"))  # Drawn before training until 2026-12-03.
     wrap(plots, "write_run_plots", after=mark("plots_done"))
     wrap(train_module, "write_model_card", after=mark("card_done"))
     wrap(RunWriter, "publish_summary", before=mark("uploads_done"), after=mark("summary_done"))

@@ -6,7 +6,7 @@
 Each repeat starts a fresh `python -m job train` (the real CLI, default flags, a local output folder) through a
 thin wrapper that timestamps the job's own functions as they run: job.cli imported, preflight (reading and
 decoding the data), `import job.train` (TensorFlow and Keras), device detection, the splits (the training set
-as a tensor), the model, the data plots, then the loop until its first call into TensorFlow returns (the
+as a tensor), the model, the data plots (revisions before 2026-12-03 drew them before training), then the loop until its first call into TensorFlow returns (the
 first `steps_per_execution` steps: tracing plus those steps) and the second (the same number of steps,
 traced). "first step" subtracts the steady steps of the first call from it. The wrapper stops the process
 there (os._exit), so a repeat costs start-up only. The same wrapper times the chapter's code

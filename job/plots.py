@@ -207,7 +207,7 @@ def attempt(reporter: Reporter, what: str, draw: Callable[[], Path]) -> Path | N
 
 
 def write_data_plots(dataset: Cifar10, folder: Path, reporter: Reporter) -> list[Path]:
-    """The label distribution and the sample grid, before training starts."""
+    """The label distribution and the sample grid (drawn when the run publishes, job.train)."""
     folder.mkdir(parents=True, exist_ok=True)
     train, test = label_counts(dataset.y_train), label_counts(dataset.y_test)
     drawn = [

@@ -25,6 +25,7 @@ from job import hypertune, model_card, plots, stepping, stopping
 from job.artifacts import CHECKPOINTS, CONFIG, KERAS_MODEL, SAVED_MODEL, TENSORBOARD, RunWriter
 from job.checkpoints import Checkpointer, Restored
 from job.config import Loop, TrainConfig
+from job.data import Cifar10
 from job.distribute import Distribution, make_distribution, prepare_fit
 from job.errors import Interrupted, UsageError
 from job.faults import write_atomically
@@ -105,7 +106,6 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
     writer.write_json(CONFIG, record)
     stopping.raise_if_requested("before training started")
     if plan.is_chief:
-        plots.write_data_plots(dataset, writer.path(plots.FOLDER), reporter)  # Warns on failure; stops on request.
         write_hparams(writer.path(TENSORBOARD), hparams_of(config, plan.precision), trial_id=config.run_id)
     reporter.event(
         "resuming" if prepared.resuming else "training",
@@ -135,7 +135,7 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
 
     stopping.raise_if_requested("after training, before publishing")
     test = evaluator(splits.test)
-    return publish(writer, reporter, config, trainee.model, dataset.image_size, monitor, test, started)
+    return publish(writer, reporter, config, trainee.model, dataset, monitor, test, started)
 
 
 def set_up_devices(config: TrainConfig, reporter: Reporter) -> tuple[devices_module.Devices, Distribution, str, bool]:
@@ -289,18 +289,22 @@ def publish(
     reporter: Reporter,
     config: TrainConfig,
     model: keras.Model,
-    image_size: int,
+    dataset: Cifar10,
     monitor: Monitor,
     test: dict[str, float],
     started: float,
 ) -> dict[str, Any]:
-    """Export the model, upload it, then write summary.json last; on failure the local copy stays."""
+    """Export the model, draw the pictures, upload them, then write summary.json last; on failure the local copy
+    stays. The data plots are drawn here, not before training: they cost about a second of the time to the
+    first step, and a gs:// run uploads its plots only now anyway."""
+    image_size = dataset.image_size
     signature = [tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name=model_card.INPUT_NAME)]
     exported = writer.path(SAVED_MODEL) / model_card.saved_model_path(config.model_version)
     model.export(str(exported), format="tf_saved_model", input_signature=signature, verbose=False)
     stopping.raise_if_requested("while publishing")
     model.save(writer.path(KERAS_MODEL))
-    plots.write_run_plots(writer.staging, model, reporter)  # Warns on failure; stops on request.
+    plots.write_data_plots(dataset, writer.path(plots.FOLDER), reporter)  # Warns on failure; stops on request.
+    plots.write_run_plots(writer.staging, model, reporter)
     epochs = monitor.epoch_records
     steady = epochs[1:] or epochs  # The first epoch includes tracing and warm-up.
     summary = {
