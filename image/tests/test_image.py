@@ -212,6 +212,30 @@ def test_require_gpu_on_a_cpu_exits_6_before_tensorflow_loads(
     assert len(lines) == 1 and "--require-gpu is set" in lines[0] and "--gpus all" in lines[0], lines
 
 
+# In the container, after what `train` imports: the modules whose bytecode is missing or stale (the root is
+# read-only and PYTHONDONTWRITEBYTECODE is set, so each of them would be compiled again at every start).
+UNCOMPILED = """
+import importlib.util, os, sys
+from job import cli
+cli.import_trainer()
+import matplotlib.pyplot
+sources = [m.__file__ for m in list(sys.modules.values()) if (getattr(m, "__file__", None) or "").endswith(".py")]
+def compiled(source):
+    cached = importlib.util.cache_from_source(source)
+    return os.path.exists(cached) and os.path.getmtime(cached) >= os.path.getmtime(source)
+print(len(sources), *[source for source in sources if not compiled(source)][:20])
+"""
+
+
+def test_every_module_a_run_imports_is_compiled_in_the_image(docker: str, image: str) -> None:
+    """TensorFlow, Keras, matplotlib and job/ start from .pyc files: compiling them costs seconds per start."""
+    result = checked(
+        [docker, "run", "--rm", "--network", "none", "--read-only", "--entrypoint", "python", image, "-c", UNCOMPILED]
+    )
+    imported, *uncompiled = result.stdout.split()
+    assert int(imported) > 1000 and not uncompiled, result.stdout
+
+
 def test_version_and_labels_name_the_commit(docker: str, image: str) -> None:
     commit, version = git("rev-parse", "HEAD"), git("describe", "--tags", "--always", "--dirty")
     result = checked([docker, "run", "--rm", "--network", "none", image, "--version"])
