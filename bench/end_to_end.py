@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # Run as a script from anywhere.
 
-from bench.startup import machine  # noqa: E402
+from bench.startup import machine, save_results  # noqa: E402
 
 REAL_DATA = ROOT.parent / "shared" / "data" / "cifar10" / "cifar-10-python.tar.gz"
 RESULTS = ROOT / "bench" / "results"
@@ -123,10 +123,7 @@ def main() -> None:
         "runs": runs,
         "ratio": statistics.median(theirs["wall"] / our["wall"] for our, theirs in pairs),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "end-to-end.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "end-to-end.md").write_text(markdown(result))
-    print(markdown(result))
+    save_results("end-to-end", result, markdown)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ comparison. Writes bench/results/input-capacity.{json,md}; never a test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -29,7 +28,7 @@ sys.path.insert(0, str(ROOT))  # Run as a script from anywhere.
 
 import tensorflow as tf  # noqa: E402
 
-from bench.startup import machine  # noqa: E402
+from bench.startup import machine, save_results  # noqa: E402
 from job import data as data_module  # noqa: E402
 from job.pipeline import Splits, make_splits, train_epochs  # noqa: E402
 
@@ -140,10 +139,7 @@ def main() -> None:
         batch_size=arguments.batch_size,
         repeats=arguments.repeats,
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "input-capacity.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "input-capacity.md").write_text(markdown(result))
-    print(markdown(result))
+    save_results("input-capacity", result, markdown)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # Run as a script from anywhere.
 
-from bench.startup import machine, wrap  # noqa: E402
+from bench.startup import machine, save_results, wrap  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MARKS_ENV = "PUBLISH_MARKS"
@@ -110,9 +110,6 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2:])
-        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--outputs", default="local,gcs", help="comma-separated: local,gcs")
@@ -156,11 +153,8 @@ def main() -> None:
         "runs": runs,
         "load_average": os.getloadavg()[0],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{arguments.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{arguments.name}.md").write_text(markdown(result))
-    print(markdown(result))
+    save_results(arguments.name, result, markdown)
 
 
 if __name__ == "__main__":
-    main()
+    child(sys.argv[2:]) if sys.argv[1:2] == ["--child"] else main()  # A measured run, or the measurement.

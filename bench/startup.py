@@ -233,6 +233,14 @@ def read_breakdown(data: Path, repeats: int) -> dict[str, float]:
     return {"inflate gzip stream": min(inflate), "whole load (inflate + tar + decode)": min(whole)}
 
 
+def save_results(name: str, result: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
+    """bench/results/NAME.json and NAME.md (the table `render` makes), and the table on stdout."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(render(result))
+    print(render(result))
+
+
 def export_revision(revision: str, folder: Path, repository: Path = ROOT) -> Path:
     """`git archive REV` into folder: the trainer as it was, without touching the shared working tree."""
     folder.mkdir(parents=True)
@@ -274,9 +282,6 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2:])
-        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REAL_DATA)
     parser.add_argument("--repeats", type=int, default=3)
@@ -330,11 +335,8 @@ def main() -> None:
         }
         if arguments.data.name.endswith(".tar.gz"):
             result["read_breakdown"] = read_breakdown(arguments.data, 3)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{arguments.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{arguments.name}.md").write_text(markdown(result))
-    print(markdown(result))
+    save_results(arguments.name, result, markdown)
 
 
 if __name__ == "__main__":
-    main()
+    child(sys.argv[2:]) if sys.argv[1:2] == ["--child"] else main()  # A measured run, or the measurement.
