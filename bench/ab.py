@@ -25,12 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.benchmark import ENV, SHARED_DATA, generated_tarball  # noqa: E402
+from job import metrics  # noqa: E402
+from job.artifacts import METRICS  # noqa: E402
 
 
 def epoch_speeds(run: Path) -> list[float]:
-    """Train images/s of each epoch, from the run's metrics.jsonl."""
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [record["images_per_second"] for record in map(json.loads, lines) if record["kind"] == "epoch"]
+    """Train images/s of each epoch, from the run's metrics.jsonl (job.metrics, its one reader)."""
+    records, _ = metrics.decode((run / METRICS).read_bytes())
+    return [record["images_per_second"] for record in metrics.last_records(records, "epoch")]
 
 
 def train(flags: list[str], variant: str, data: Path, epochs: int, output: Path, run_id: str) -> dict[str, Any]:
