@@ -9,6 +9,8 @@ import os
 import random
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from job.data import Cifar10, label_counts, write_tarball
 from job.errors import Interrupted
 from job.progress import Reporter
 from tests.conftest import RunJob
-from tests.helpers import make_cifar_like
+from tests.helpers import ROOT, job_env, make_cifar_like
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
 
@@ -200,3 +202,24 @@ def test_a_blank_picture_fails_the_picture_check(tmp_path: Path) -> None:
     Image.new("RGB", (800, 600), "white").save(blank)
     with pytest.raises(AssertionError):
         assert_sane_png(blank)
+
+
+def test_the_trainer_loads_without_matplotlib_and_the_pictures_draw_after(tmp_path: Path) -> None:
+    """Keras imports matplotlib for a gallery the job never calls: it is kept out while the trainer loads (a fresh
+    interpreter, as a pod starts), and the run's pictures, drawn after training, import it normally."""
+    script = (
+        "import sys\n"
+        "from job import cli, plots\n"
+        "from job.data import label_counts\n"
+        "import numpy as np\n"
+        "cli.import_trainer()\n"
+        "import keras, tensorflow\n"
+        "print('matplotlib' in sys.modules)\n"
+        "counts = label_counts(np.arange(10))\n"
+        f"plots.plot_label_distribution(counts, counts, __import__('pathlib').Path({str(tmp_path)!r}) / 'counts.png')\n"
+        "print('matplotlib.pyplot' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=job_env(), cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
+    image_size(tmp_path / "counts.png")
