@@ -24,8 +24,7 @@ TfConfig = dict[str, Any]
 
 def resolve_tf_config(env: Mapping[str, str]) -> TfConfig | None:
     """The given TF_CONFIG, else one built from an Indexed Job's variables, else None (one worker)."""
-    raw = env.get("TF_CONFIG", "").strip()
-    if raw:
+    if raw := env.get("TF_CONFIG", "").strip():
         return parse_tf_config(raw)
     workers = _int_variable(env, "JOB_WORKERS", default=1)
     if workers < 1:
@@ -52,8 +51,7 @@ def _worker_addresses(env: Mapping[str, str], workers: int) -> list[str]:
     The explicit list serves clusters that name pods differently and local runs (tests start the workers
     as processes on 127.0.0.1 ports, where the Indexed Job's DNS names do not exist).
     """
-    explicit = [address.strip() for address in env.get("JOB_WORKER_ADDRESSES", "").split(",") if address.strip()]
-    if explicit:
+    if explicit := [address.strip() for address in env.get("JOB_WORKER_ADDRESSES", "").split(",") if address.strip()]:
         if len(explicit) != workers:
             raise UsageError(
                 f"JOB_WORKER_ADDRESSES lists {len(explicit)} addresses but JOB_WORKERS={workers}: give one per worker"

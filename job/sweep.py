@@ -46,8 +46,7 @@ def expand_grid(axes: Mapping[str, Sequence[Any]]) -> list[Point]:
     """The cartesian product of the axes, in the given order (the last axis varies fastest), each point valid."""
     if not axes or not all(axes.values()):
         raise UsageError("a sweep needs at least one value list, e.g. --learning-rate 0.1,0.05,0.01")
-    unknown = sorted(set(axes) - set(SWEEP_FIELDS))
-    if unknown:
+    if unknown := sorted(set(axes) - set(SWEEP_FIELDS)):
         raise UsageError(
             f"cannot sweep {', '.join(unknown)}: only {', '.join(SETTINGS[name].flag for name in SWEEP_FIELDS)}"
         )

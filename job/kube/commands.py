@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
-from job.config import SETTINGS, Api, Loop
+from job.config import Api, Loop
 from job.errors import UsageError
-
-if TYPE_CHECKING:
-    from job.kube.render import RunSpec
 
 KustomizeDir = Annotated[
     Path | None,
@@ -32,7 +29,6 @@ Namespace = Annotated[
     str | None, typer.Option(envvar="JOB_NAMESPACE", help="Default: the one in k8s/base/kustomization.yaml.")
 ]
 RunId = Annotated[str, typer.Argument(help="The run id, which is the Job's name.")]
-ApiOption = Annotated[Api | None, typer.Option(help="Model style (default: the overlay's).")]
 LoopOption = Annotated[Loop | None, typer.Option(help="Training loop (default: the overlay's).")]
 Epochs = Annotated[int | None, typer.Option(help="Default: JOB_EPOCHS in the ConfigMap.")]
 Image = Annotated[str | None, typer.Option(envvar="IMAGE", help="Default: images: in k8s/base.")]
@@ -52,15 +48,6 @@ APP_SELECTOR = "app.kubernetes.io/name=cifar10-job"
 # clusters (Kueue, quotas) can hold a run longer: pass a larger value, or 0 to wait without limit.
 PENDING_TIMEOUT_SECONDS = 900.0
 SWEEP_PARALLELISM = 4  # Default pods (GPUs) at once for a sweep: min(grid size, this).
-
-
-def run_spec(run_id: str, api: Api | None, loop: Loop | None, epochs: int | None, **where: Any) -> RunSpec:
-    """The RunSpec for `build_job`; where: image, namespace, bucket (and a sweep's name_prefix)."""
-    from job.kube import render
-
-    SETTINGS["epochs"].check(epochs)  # The bound `train` would apply in the pod, checked before submitting.
-    train_args = ("--epochs", str(epochs)) if epochs is not None else ()
-    return render.RunSpec(run_id, api and api.value, loop and loop.value, train_args=train_args, **where)
 
 
 def submit(
@@ -92,7 +79,7 @@ def submit(
 
     default_overlay = "multiworker" if (workers or 1) > 1 else (api or Api.symbolic).value
     documents = render.render(render.overlay_dir(overlay or default_overlay, kustomize_dir))
-    spec = run_spec(run_id, api, loop, epochs, image=image, namespace=namespace, bucket=bucket)
+    spec = render.RunSpec(run_id, api and api.value, loop and loop.value, image, namespace, bucket, epochs)
     job = render.build_job(documents, spec)
     objects = indexed.make_multiworker(job, documents, workers)
     if dry_run:
@@ -116,7 +103,7 @@ def sweep(
     learning_rate: Annotated[str | None, typer.Option(help="Comma-separated values, e.g. 0.1,0.05,0.01.")] = None,
     batch_size: Annotated[str | None, typer.Option(help="Comma-separated values, e.g. 200,100.")] = None,
     momentum: Annotated[str | None, typer.Option(help="Comma-separated values, e.g. 0.9,0.8.")] = None,
-    api: ApiOption = None,
+    api: Annotated[Api | None, typer.Option(help="Model style (default: the overlay's).")] = None,
     loop: LoopOption = None,
     epochs: Epochs = None,
     parallelism: Annotated[
@@ -136,8 +123,10 @@ def sweep(
     given = {"learning_rate": learning_rate, "batch_size": batch_size, "momentum": momentum}
     grid = sweeps.expand_grid({field: sweeps.parse_values(field, text) for field, text in given.items() if text})
     documents = render.render(render.overlay_dir("sweep", kustomize_dir))
-    where = {"image": image, "namespace": namespace, "bucket": bucket, "name_prefix": "cifar10-sweep"}
-    job = render.build_job(documents, run_spec(run_id, api, loop, epochs, **where))
+    spec = render.RunSpec(
+        run_id, api and api.value, loop and loop.value, image, namespace, bucket, epochs, "cifar10-sweep"
+    )
+    job = render.build_job(documents, spec)
     indexed.make_sweep(job, grid, SWEEP_PARALLELISM if parallelism is None else parallelism)
     if dry_run:
         typer.echo(json.dumps(job, indent=2))

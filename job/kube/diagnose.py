@@ -166,8 +166,7 @@ def runs_in_parallel(job: Manifest) -> bool:
 def run_state(job: Manifest, pods: list[Manifest]) -> str:
     """Complete, Failed, Suspended (queued, e.g. by Kueue), Running (a train container runs), else what stops the
     first stuck pod (Unschedulable, ImagePullBackOff, CrashLoopBackOff...), else Pending."""
-    outcome = job_outcome(job)
-    if outcome:
+    if outcome := job_outcome(job):
         return outcome
     if (job.get("spec") or {}).get("suspend"):
         return "Suspended"
@@ -204,15 +203,12 @@ def last_exit_code(pods: list[Manifest]) -> int | None:
 
 
 def failure(job: Manifest, pods: list[Manifest]) -> tuple[int, str]:
-    """Why a Failed Job failed: the exit code for the CLI (2-6 as the trainer's, else 1) and one line of detail.
-
-    The code is the one a FailJob rule matched, else the failed indexes' own pods' codes, else the last pod's.
-    """
+    """Why a Failed Job failed: (exit code for the CLI, one line of detail). The code (2-6 as the trainer's, else 1)
+    is the one a FailJob rule matched, else the failed indexes' own pods' codes, else the last pod's."""
     condition = finished_condition(job)  # Failed: the caller saw job_outcome(job) == "Failed".
     reason, message = str(condition.get("reason") or ""), str(condition.get("message") or "")
     summary = f"{reason}: {message}".strip(": ") or "failed"
-    matched = FAIL_JOB_MESSAGE.match(message)
-    if matched:
+    if matched := FAIL_JOB_MESSAGE.match(message):
         return contract_code(int(matched.group(3))), summary
     failed_indexes = parse_indexes(str((job.get("status") or {}).get("failedIndexes") or ""))
     if failed_indexes:

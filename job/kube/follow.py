@@ -59,8 +59,7 @@ def follow(api: Any, namespace: str, name: str, pending_timeout: float, tail: in
         if any(diagnose.is_running(pod) for pod in pods) or now_started - started:
             idle_since = time.monotonic()
         started |= now_started
-        outcome = diagnose.job_outcome(job)
-        if outcome:
+        if outcome := diagnose.job_outcome(job):
             streams.wait(END_OF_LOGS_SECONDS)
             printer.note(f"Job {name}: {outcome}")
             if outcome == "Failed":  # The code of the Job's failure condition or failed indexes.

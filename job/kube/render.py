@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from job.config import new_run_id
+from job.config import SETTINGS, new_run_id
 from job.errors import UsageError
 from job.uri import gcs_url, parse_gcs_url
 
@@ -49,7 +49,7 @@ class RunSpec:
     image: str | None = None
     namespace: str | None = None
     bucket: str | None = None
-    train_args: tuple[str, ...] = ()
+    epochs: int | None = None  # Passed to train as --epochs.
     name_prefix: str = "cifar10"  # Of a new unique name: cifar10-sweep for sweeps.
 
 
@@ -126,6 +126,7 @@ def set_labels(job: Manifest, labels: dict[str, str]) -> None:
 
 def build_job(documents: list[Manifest], spec: RunSpec) -> Manifest:
     """The rendered overlay's Job, made into this run: the only object a submit creates."""
+    SETTINGS["epochs"].check(spec.epochs)  # The bound `train` would apply in the pod, checked before submitting.
     jobs = find(documents, "Job")
     if len(jobs) != 1:
         raise UsageError(f"the overlay must render exactly one Job, found {len(jobs)}")
@@ -151,7 +152,7 @@ def build_job(documents: list[Manifest], spec: RunSpec) -> Manifest:
         root = bucket_root(spec.bucket)
         set_env(container, "JOB_DATA", f"{root}/{DATA_KEY}")
         set_env(container, "JOB_OUTPUT", f"{root}/{RUNS_PREFIX}")
-    container["args"] = ["train", *spec.train_args]
+    container["args"] = ["train", *(["--epochs", str(spec.epochs)] if spec.epochs is not None else [])]
     check_ready(job, container)
     return job
 
