@@ -229,9 +229,9 @@ print(len(sources), *[source for source in sources if not compiled(source)][:20]
 
 def test_every_module_a_run_imports_is_compiled_in_the_image(docker: str, image: str) -> None:
     """TensorFlow, Keras, matplotlib and job/ start from .pyc files: compiling them costs seconds per start."""
+    read_only = ["--read-only", "--tmpfs", "/scratch"]  # As make docker-run runs it.
     result = checked(
-        [docker, "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/scratch", "--entrypoint", "python"]
-        + [image, "-c", UNCOMPILED]
+        [docker, "run", "--rm", "--network", "none", *read_only, "--entrypoint", "python", image, "-c", UNCOMPILED]
     )
     imported, *uncompiled = result.stdout.split()
     assert int(imported) > 1000 and not uncompiled, result.stdout
