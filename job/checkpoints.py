@@ -118,9 +118,7 @@ def stored_checkpoints(directory: Path) -> tuple[list[Path], bool]:
         log.warning("%s is unreadable (%s): using the checkpoints on disk", directory / "checkpoint", error)
         (directory / "checkpoint").unlink()
         state = None
-    listed = set()
-    for name in state.all_model_checkpoint_paths if state else []:
-        if match := CHECKPOINT_NAME.match(Path(name).name + ".index"):
-            listed.add(int(match[1]))
+    paths = state.all_model_checkpoint_paths if state else []
+    listed = {int(match[1]) for name in paths if (match := CHECKPOINT_NAME.match(Path(name).name + ".index"))}
     readable = not numbers or (state is not None and listed >= numbers)
     return [directory / f"ckpt-{number}" for number in sorted(numbers | listed, reverse=True)], readable

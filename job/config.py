@@ -322,8 +322,7 @@ def new_run_id(*names: str, stamp: str = "%Y%m%dT%H%M%SZ") -> str:
 
 
 def validate(config: TrainConfig) -> TrainConfig:
-    """Reject bad values (a local --data that does not exist too) with one line naming the flag and the fix;
-    fill in the run id."""
+    """Reject bad values (a missing local --data too) with one line naming the flag and the fix; fill in the run id."""
     for name, declared in SETTINGS.items():
         declared.check(getattr(config, name))
     if config.checkpoint_every_steps and config.loop == Loop.fit:

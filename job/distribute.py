@@ -60,14 +60,12 @@ def make_distribution(requested: StrategyKind, gpus: int) -> Distribution:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         return Distribution(strategy, kind, int(tf_config["task"]["index"]), worker_count(tf_config))
     if kind == "mirrored":
-        return Distribution(tf.distribute.MirroredStrategy(_local_devices(gpus)), kind, 0, 1)
+        return Distribution(tf.distribute.MirroredStrategy(None if gpus else _logical_cpus()), kind, 0, 1)
     return Distribution(tf.distribute.get_strategy(), "none", 0, 1)
 
 
-def _local_devices(gpus: int) -> list[str] | None:
-    """All GPUs; without GPUs, $JOB_LOGICAL_CPUS logical CPU devices (one replica each)."""
-    if gpus:
-        return None
+def _logical_cpus() -> list[str]:
+    """Without GPUs: $JOB_LOGICAL_CPUS logical CPU devices, one replica each (None above: all GPUs)."""
     count = int(os.environ.get(LOGICAL_CPUS_ENV, "1"))
     cpu = tf.config.list_physical_devices("CPU")[0]
     if count > 1:
@@ -87,8 +85,9 @@ def prepare_fit(model: Any, image_size: int) -> None:
     keras-team/keras#20585 / tensorflow/tensorflow#72388, first part: before training, Keras' TensorFlow
     trainer takes the first batch of the epoch iterator and all-reduces it only to build the model
     symbolically: a batch taken from training, and under MirroredStrategy a failure (without this, `fit` on
-    two logical CPUs stops with "ValueError: Attempt to convert a value (PerReplica..."). The replacement is this model's own (an attribute of the instance), so
-    Keras itself is left as it is and no other model in the process is affected.
+    two logical CPUs stops with "ValueError: Attempt to convert a value (PerReplica..."). The replacement is
+    this model's own (an attribute of the instance), so Keras itself is left as it is and no other model in the
+    process is affected.
     """
     example = (tf.zeros([1, image_size, image_size, 3], tf.uint8), tf.zeros([1, 1], tf.int64))
 

@@ -28,8 +28,7 @@ def metric_file(env: Mapping[str, str]) -> Path | None:
 
 
 def report(metric_tag: str, value: float, step: int, env: Mapping[str, str]) -> None:
-    """Append the objective to the trial's metric file, byte for byte as cloudml-hypertune writes it; nothing
-    outside a tuning trial."""
+    """Append the objective to the trial's metric file as cloudml-hypertune writes it; nothing outside a trial."""
     path = metric_file(env)
     if path is None:
         return
@@ -40,10 +39,9 @@ def report(metric_tag: str, value: float, step: int, env: Mapping[str, str]) -> 
         "global_step": str(int(step) if step else 0),
         "checkpoint_path": "",
     }
-    line = json.dumps(body, sort_keys=True) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as metrics:
-            metrics.write(line)
+            metrics.write(json.dumps(body, sort_keys=True) + "\n")
     except OSError as error:
         raise OutputError(f"cannot write the hyper-parameter tuning metric to {path}: {error}") from None

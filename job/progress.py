@@ -40,12 +40,6 @@ def stderr_line(line: str, severity: str = ERROR, **fields: Any) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def format_duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
 def is_terminal(stream: TextIO) -> bool:
     """True for an interactive terminal; pipes, files and `kubectl logs` get plain lines."""
     isatty = getattr(stream, "isatty", None)
@@ -76,17 +70,7 @@ class Reporter:
         self._write(json_line(WARNING, message, event="warning") if self.json else f"warning: {message}")
 
     def record(self, record: Mapping[str, Any], epochs: int, steps_per_epoch: int, eta_seconds: float | None) -> None:
-        line = self._format(record, epochs, steps_per_epoch, eta_seconds)
-        if self.json:
-            self._write(json_line(INFO, line, event=record["kind"], **record, eta_seconds=eta_seconds))
-        elif self.live and record["kind"] == "step":
-            self._draw(f"{progress_bar(record['step'], steps_per_epoch)} {line}")
-        else:
-            self._write(line)
-
-    @staticmethod
-    def _format(record: Mapping[str, Any], epochs: int, steps_per_epoch: int, eta_seconds: float | None) -> str:
-        """The text line of a step or epoch record."""
+        """A step or epoch record's line: text, JSON, or on a terminal the live bar for steps."""
         where = f"epoch {record['epoch']}/{epochs}"
         if record["kind"] == "step":
             where += f" step {record['step']}/{steps_per_epoch}"
@@ -96,14 +80,17 @@ class Reporter:
             if isinstance(record.get(key), float)
         )
         speed = f" {record['images_per_second']:.0f} images/s" if record.get("images_per_second") else ""
-        eta = f" eta {format_duration(eta_seconds)}" if eta_seconds is not None else ""
-        return f"{where} {numbers}{speed}{eta}"
-
-    def _draw(self, line: str) -> None:
-        """Replace the bar line in place: carriage return, the line, then clear what is left of the old one."""
-        self.stream.write(f"\r{line}\x1b[K")
-        self.stream.flush()
-        self._bar_shown = True
+        minutes, seconds = divmod(int(eta_seconds or 0), 60)
+        eta = f" eta {minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if eta_seconds is not None else ""
+        line = f"{where} {numbers}{speed}{eta}"
+        if self.json:
+            self._write(json_line(INFO, line, event=record["kind"], **record, eta_seconds=eta_seconds))
+        elif self.live and record["kind"] == "step":  # Redraw the bar in place, clearing the rest of the old one.
+            self.stream.write(f"\r{progress_bar(record['step'], steps_per_epoch)} {line}\x1b[K")
+            self.stream.flush()
+            self._bar_shown = True
+        else:
+            self._write(line)
 
     def _write(self, line: str) -> None:
         if self._bar_shown:  # Put a permanent line where the bar was; the next step draws a new bar.

@@ -152,7 +152,6 @@ def show_run(
 
 def format_details(run: Run) -> str:
     """The `runs show` text: a header of facts, then one line per epoch."""
-    summary = run.summary or {}
     status = "complete" if run.summary is not None else "incomplete (no summary.json: still training, or stopped)"
     steps = f", {run.steps} step records" if run.steps else ""
     facts = [
@@ -162,7 +161,7 @@ def format_details(run: Run) -> str:
         ["variant", f"api={run.config.get('api', '-')} loop={run.config.get('loop', '-')}"],
         ["epochs", f"{len(run.epochs)} of {run.config.get('epochs', '?')}{steps}"],
     ]
-    if run.summary is not None:
+    if (summary := run.summary) is not None:
         accuracy, loss = format_number(summary.get("test_accuracy")), format_number(summary.get("test_loss"))
         speed = format_number(summary.get("train_images_per_second"), 0)
         parameters = summary.get("parameters")
@@ -175,10 +174,8 @@ def format_details(run: Run) -> str:
     text = format_table(facts)
     if run.epochs:
         rows = [["EPOCH", *(column.upper() for column in EPOCH_COLUMNS)]]
-        rows += [
-            [str(record["epoch"]), *(format_number(record.get(column)) for column in EPOCH_COLUMNS)]
-            for record in run.epochs
-        ]
+        for record in run.epochs:
+            rows.append([str(record["epoch"]), *(format_number(record.get(column)) for column in EPOCH_COLUMNS)])
         text += "\n\n" + format_table(rows)
     return text
 

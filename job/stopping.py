@@ -25,9 +25,8 @@ import signal
 import sys
 from types import FrameType
 
-from job import progress
 from job.errors import EXIT_INTERRUPTED, Interrupted
-from job.progress import WARNING
+from job.progress import WARNING, stderr_line
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _requested: str | None = None
@@ -62,7 +61,7 @@ def reset() -> None:
 
 
 def _exit_now(signum: int, frame: FrameType | None) -> None:
-    progress.stderr_line(f"error: received {signal.Signals(signum).name}: stopped; rerun the same command", WARNING)
+    stderr_line(f"error: received {signal.Signals(signum).name}: stopped; rerun the same command", WARNING)
     exit_at_once(EXIT_INTERRUPTED)
 
 
@@ -71,7 +70,7 @@ def _record(signum: int, frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
     if _requested is None:
         _requested = name
-        progress.stderr_line(f"received {name}: stopping at the next safe point", WARNING)
+        stderr_line(f"received {name}: stopping at the next safe point", WARNING)
     if signum == signal.SIGINT:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # The next Ctrl-C raises KeyboardInterrupt.
 
