@@ -117,8 +117,7 @@ def pod_phase(pod: Manifest) -> str:
 def pod_line(pod: Manifest) -> str:
     """One line on the pod's state; for a stuck pod also the problem and its fix."""
     name = pod["metadata"]["name"]
-    problem = pod_problem(pod)
-    if problem is None:
+    if (problem := pod_problem(pod)) is None:
         return f"pod {name}: {pod_phase(pod)}"
     phase = str((pod.get("status") or {}).get("phase") or "Pending")  # CrashLoopBackOff is phase Running.
     return ": ".join(part for part in (f"pod {name}", phase, *problem) if part)

@@ -30,8 +30,8 @@ class LogPrinter:
     lock: threading.Lock = field(default_factory=threading.Lock)
     shown: dict[str, str] = field(default_factory=dict)  # By note_change: what each key printed last.
 
-    def copy(self, pod: str, follow: bool, tail: int | None = None, previous: bool = False) -> bool:
-        """Copy one pod's log; False (after one line on stderr) when the server refused it or the stream broke."""
+    def copy(self, pod: str, follow: bool, tail: int | None = None, previous: bool = False) -> None:
+        """Copy one pod's log; one line on stderr instead when the server refused it or the stream broke."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -47,13 +47,10 @@ class LogPrinter:
                 response.release_conn()
         except ApiException as error:
             self.note(f"pod {pod}: no log ({error.status}): {cluster.status_message(error)[0]}")
-            return False
         except HTTPError as error:
             self.note(f"pod {pod}: log stream broken: {error}")
-            return False
         finally:
             self.write(prefix, [pending + decoder.decode(b"", final=True)] if pending else [])
-        return True
 
     def write(self, prefix: str, lines: list[str]) -> None:
         if lines:
