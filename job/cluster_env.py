@@ -70,8 +70,7 @@ def parse_tf_config(raw: str) -> TfConfig:
         config = json.loads(raw)
     except ValueError as error:
         raise UsageError(f"TF_CONFIG is not valid JSON ({error}): fix it or unset it") from None
-    cluster = config.get("cluster") if isinstance(config, dict) else None
-    task = config.get("task") if isinstance(config, dict) else None
+    cluster, task = (config.get("cluster"), config.get("task")) if isinstance(config, dict) else (None, None)
     if not isinstance(cluster, dict) or not isinstance(task, dict):
         raise UsageError('TF_CONFIG needs a "cluster" object and a "task" object: fix it or unset it')
     task_type, index = task.get("type"), task.get("index")

@@ -54,8 +54,9 @@ def status_message(error: Any) -> tuple[str, dict[str, Any]]:
 
 
 @contextmanager
-def api_errors(namespace: str, what: str) -> Iterator[None]:
-    """Map the client's exceptions for `what` in `namespace` to the exit-code contract."""
+def api_errors(namespace: str, what: str, missing: str = "") -> Iterator[None]:
+    """Map the client's exceptions for `what` in `namespace` to the exit-code contract; `missing`, when given, is
+    the OutputError for a 404 (something the run needs is not there)."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
@@ -67,6 +68,8 @@ def api_errors(namespace: str, what: str) -> Iterator[None]:
             raise UsageError(
                 f"namespace {namespace!r} not found: create it (kubectl create namespace {namespace}) or pass --namespace"
             ) from None
+        if error.status == 404 and missing:
+            raise OutputError(missing) from None
         if error.status == 404:
             raise UsageError(f"{what} not found in namespace {namespace!r}") from None
         if error.status in (401, 403):
@@ -102,20 +105,14 @@ def check_service_account(api: Any, job: Manifest) -> None:
     A missing one makes the Job controller's pod creation fail at admission (FailedCreate events only): no
     pod ever fails, the Job stays active until activeDeadlineSeconds and `--follow` waits in silence.
     """
-    from kubernetes.client.exceptions import ApiException
-
     namespace = job["metadata"]["namespace"]
     name = job["spec"]["template"]["spec"].get("serviceAccountName") or "default"
-    with api_errors(namespace, f"ServiceAccount {name}"):
-        try:
-            account = _method(api, "ServiceAccount", "read")(name, namespace)
-        except ApiException as error:
-            if error.status != 404 or status_message(error)[1].get("kind") == "namespaces":
-                raise
-            raise OutputError(
-                f"ServiceAccount {name} does not exist in namespace {namespace!r}: the Job's pods would be refused "
-                f"and it would wait in silence until its deadline; {SETUP_HINT}"
-            ) from None
+    missing = (
+        f"ServiceAccount {name} does not exist in namespace {namespace!r}: the Job's pods would be refused "
+        f"and it would wait in silence until its deadline; {SETUP_HINT}"
+    )
+    with api_errors(namespace, f"ServiceAccount {name}", missing):
+        account = _method(api, "ServiceAccount", "read")(name, namespace)
     identity = ((account.metadata and account.metadata.annotations) or {}).get(WORKLOAD_IDENTITY, "")
     if PLACEHOLDER_PROJECT in identity:
         raise OutputError(

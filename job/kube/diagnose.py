@@ -45,10 +45,8 @@ EVENT_FIXES = {
 
 
 def container_status(pod: Manifest) -> Manifest:
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") == CONTAINER:
-            return dict(status)
-    return {}
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return dict(next((status for status in statuses if status.get("name") == CONTAINER), {}))
 
 
 def container_state(pod: Manifest) -> Manifest:
