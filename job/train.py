@@ -31,7 +31,7 @@ from job.errors import Interrupted, UsageError
 from job.faults import write_atomically
 from job.loops import Evaluator, custom_loop, fit_loop
 from job.models import build_model
-from job.monitor import HParams, Monitor, write_hparams
+from job.monitor import Monitor, write_hparams
 from job.pipeline import Splits, make_splits
 from job.plan import Plan
 from job.preflight import Prepared
@@ -86,7 +86,7 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
         is_chief=prepared.is_chief,
         workers=distribution.workers,
     )
-    settings = {
+    settings: dict[str, Any] = {
         **config.to_json(),
         "precision": plan.precision,
         "precision_requested": config.precision.value,
@@ -106,7 +106,7 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
     writer.write_json(CONFIG, record)
     stopping.raise_if_requested("before training started")
     if plan.is_chief:
-        write_hparams(writer.path(TENSORBOARD), hparams_of(config, plan.precision), trial_id=config.run_id)
+        write_hparams(writer.path(TENSORBOARD), {key: settings[key] for key in HPARAMS}, trial_id=config.run_id)
     reporter.event(
         "resuming" if prepared.resuming else "training",
         run=writer.url,
@@ -201,22 +201,8 @@ def resolve_data_on_device(requested: str, devices: devices_module.Devices, dist
     return "/GPU:0" if devices.gpus else "/CPU:0"
 
 
-def hparams_of(config: TrainConfig, precision: str) -> HParams:
-    """What TensorBoard's HParams dashboard shows of a run: the settings a sweep varies or a comparison needs."""
-    return {
-        "api": config.api.value,
-        "loop": config.loop.value,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "learning_rate": config.learning_rate,
-        "momentum": config.momentum,
-        "seed": config.seed,
-        "validation_size": config.validation_size,
-        "precision": precision,
-    }
-
-
-VERTEX_DIRS = {TENSORBOARD: "AIP_TENSORBOARD_LOG_DIR"}
+# What TensorBoard's HParams dashboard shows of a run: the settings a sweep varies or a comparison needs.
+HPARAMS = ("api", "loop", "epochs", "batch_size", "learning_rate", "momentum", "seed", "validation_size", "precision")
 
 
 def mirror_to_vertex_dirs(writer: RunWriter) -> None:
@@ -225,9 +211,8 @@ def mirror_to_vertex_dirs(writer: RunWriter) -> None:
     Checkpoints need no copy: the run folder is the base output directory, so its checkpoints/ is
     AIP_CHECKPOINT_DIR itself, and a restarted replica resumes from it (job.vertex).
     """
-    for name, variable in VERTEX_DIRS.items():
-        if os.environ.get(variable):
-            writer.mirrors[name] = open_store(os.environ[variable])
+    if os.environ.get("AIP_TENSORBOARD_LOG_DIR"):
+        writer.mirrors[TENSORBOARD] = open_store(os.environ["AIP_TENSORBOARD_LOG_DIR"])
 
 
 def check_global_batch(batch_size: int, replicas: int) -> None:
