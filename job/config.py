@@ -16,52 +16,15 @@ from typing import Any
 from job.errors import DataError, UsageError
 from job.uri import check_output_location, is_gcs, parse_gcs_url
 
-
-class Api(StrEnum):
-    """The chapter's two ways to write the same network."""
-
-    symbolic = "symbolic"  # keras.Sequential
-    imperative = "imperative"  # a subclassed keras.Model
-
-
-class Loop(StrEnum):
-    """The chapter's two ways to train it."""
-
-    fit = "fit"  # model.fit
-    custom = "custom"  # a tf.GradientTape loop
-
-
-class Precision(StrEnum):
-    auto = "auto"
-    float32 = "float32"
-    mixed_bfloat16 = "mixed_bfloat16"
-    mixed_float16 = "mixed_float16"
-
-
-class Switch(StrEnum):
-    """--xla and --data-on-device: auto leaves it to the hardware (job.devices, job.train)."""
-
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
+# The choices of a setting, each a StrEnum member whose value is its name. The chapter's two ways to write the
+# network (keras.Sequential, a subclassed keras.Model) and to train it (model.fit, a tf.GradientTape loop):
+Api = StrEnum("Api", ["symbolic", "imperative"])
+Loop = StrEnum("Loop", ["fit", "custom"])
+Precision = StrEnum("Precision", ["auto", "float32", "mixed_bfloat16", "mixed_float16"])
+Switch = StrEnum("Switch", ["auto", "on", "off"])  # --xla and --data-on-device: auto leaves it to the hardware.
 Xla = Switch  # The name job.devices, its tests and bench/probe.py know it by.
-
-
-class StrategyKind(StrEnum):
-    """tf.distribute strategy (job.distribute)."""
-
-    auto = "auto"
-    none = "none"
-    mirrored = "mirrored"
-    multiworker = "multiworker"
-
-
-class LogFormat(StrEnum):
-    text = "text"
-    json = "json"
-
+StrategyKind = StrEnum("StrategyKind", ["auto", "none", "mirrored", "multiworker"])  # tf.distribute (job.distribute).
+LogFormat = StrEnum("LogFormat", ["text", "json"])
 
 DEFAULT_OUTPUT = "runs"
 DEFAULT_MODEL_VERSION = 1  # TF Serving loads <model_base_path>/<version>/; a run exports one version.
