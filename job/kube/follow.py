@@ -9,12 +9,13 @@ Failed the code `diagnose.failure` finds (2-5 as the trainer's, else 1). A run w
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 from job.errors import JobError, NotStarted
 from job.kube import cluster, diagnose
-from job.kube.logs import LogPrinter, LogStreams
+from job.kube.logs import LogPrinter
 from job.kube.render import Manifest
 
 POLL_SECONDS = 2.0
@@ -43,8 +44,7 @@ def follow(api: Any, namespace: str, name: str, pending_timeout: float, tail: in
     """Stream the run's logs until the Job is Complete (return) or Failed (RunFailed), or nothing runs (NotStarted)."""
     job = cluster.read_job(api, namespace, name)
     printer = LogPrinter(api, namespace, prefixed=diagnose.runs_in_parallel(job))
-    streams = LogStreams(printer, tail)
-    started: set[str] = set()
+    streams: dict[tuple[str, int], threading.Thread] = {}  # One per started container: (pod, restarts).
     idle_since = time.monotonic()
     while True:
         pods = cluster.list_pods(api, namespace, name)
@@ -53,14 +53,21 @@ def follow(api: Any, namespace: str, name: str, pending_timeout: float, tail: in
             printer.note_change(pod["metadata"]["name"], diagnose.pod_line(pod))
         for line in diagnose.event_lines(name, pods, cluster.list_events(api, namespace)):
             printer.note_change(line, line)
+        streamed = {pod for pod, _ in streams}
         for pod in filter(diagnose.has_started, pods):
-            streams.start(pod["metadata"]["name"], int(diagnose.container_status(pod).get("restartCount") or 0))
-        now_started = {pod["metadata"]["name"] for pod in pods if diagnose.has_started(pod)}
-        if any(diagnose.is_running(pod) for pod in pods) or now_started - started:
+            key = pod["metadata"]["name"], int(diagnose.container_status(pod).get("restartCount") or 0)
+            if key not in streams:
+                # A container restarted in place (restartPolicy OnFailure) starts its log afresh: print all of it.
+                args = (key[0], True, tail if key[1] == 0 else None)
+                streams[key] = threading.Thread(target=printer.copy, args=args, daemon=True)
+                streams[key].start()
+        # Not idle: a container runs, or a pod's container started (and perhaps ended) since the last poll.
+        if any(diagnose.is_running(pod) for pod in pods) or {pod for pod, _ in streams} - streamed:
             idle_since = time.monotonic()
-        started |= now_started
         if outcome := diagnose.job_outcome(job):
-            streams.wait(END_OF_LOGS_SECONDS)
+            deadline = time.monotonic() + END_OF_LOGS_SECONDS  # The kubelet ends the streams when the containers exit.
+            for thread in streams.values():
+                thread.join(max(0.0, deadline - time.monotonic()))
             printer.note(f"Job {name}: {outcome}")
             if outcome == "Failed":  # The code of the Job's failure condition or failed indexes.
                 code, detail = diagnose.failure(job, cluster.list_pods(api, namespace, name))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,26 +67,3 @@ class LogPrinter:
         if self.shown.get(key) != line:
             self.shown[key] = line
             self.note(line)
-
-
-@dataclass
-class LogStreams:
-    """One following thread per started container, each started once (a restarted container gets a new one)."""
-
-    printer: LogPrinter
-    tail: int | None = None
-    threads: dict[tuple[str, int], threading.Thread] = field(default_factory=dict)
-
-    def start(self, pod: str, restarts: int) -> None:
-        if (pod, restarts) in self.threads:
-            return
-        # A container restarted in place (restartPolicy OnFailure) starts its log afresh: print all of it.
-        tail = self.tail if restarts == 0 else None
-        self.threads[pod, restarts] = threading.Thread(target=self.printer.copy, args=(pod, True, tail), daemon=True)
-        self.threads[pod, restarts].start()
-
-    def wait(self, seconds: float) -> None:
-        """Let the streams reach their end (the kubelet closes them when the containers exit), at most `seconds`."""
-        deadline = time.monotonic() + seconds
-        for thread in self.threads.values():
-            thread.join(max(0.0, deadline - time.monotonic()))
