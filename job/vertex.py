@@ -54,17 +54,16 @@ def normalized(location: str) -> str:
 
 def placement(env: Mapping[str, str]) -> Placement | None:
     """The run's place from AIP_MODEL_DIR (None when it is not set: not on Vertex AI); refuses what cannot be one."""
-    raw = env.get(MODEL_DIR, "").strip()
+    raw, checkpoints = env.get(MODEL_DIR, "").strip(), env.get(CHECKPOINT_DIR, "").strip()
     if not raw:
-        if env.get(CHECKPOINT_DIR, "").strip():
+        if checkpoints:
             raise UsageError(
                 f"{CHECKPOINT_DIR} is set but {MODEL_DIR} is not: Vertex AI sets both from the job's "
                 f"baseOutputDirectory; set that (or unset {CHECKPOINT_DIR} and use --output)"
             )
         return None
     check_output_location(raw)
-    model_dir = normalized(raw)
-    base, _, name = model_dir.rpartition("/")
+    base, _, name = normalized(raw).rpartition("/")
     output, _, run_id = base.rpartition("/")
     if name != MODEL_FOLDER:
         raise UsageError(
@@ -77,7 +76,6 @@ def placement(env: Mapping[str, str]) -> Placement | None:
             "'.', '_' or '-' inside a bucket or folder (not a bucket's root): set the job's baseOutputDirectory to "
             "gs://BUCKET/PATH"
         )
-    checkpoints = env.get(CHECKPOINT_DIR, "").strip()
     if checkpoints and normalized(checkpoints) != f"{base}/{CHECKPOINTS_FOLDER}":
         raise UsageError(
             f"{CHECKPOINT_DIR}={checkpoints} is not {base}/{CHECKPOINTS_FOLDER}/ beside {MODEL_DIR}: the job keeps "

@@ -127,15 +127,13 @@ def event_lines(job_name: str, pods: list[Manifest], events: list[Manifest]) -> 
     The pod's conditions and container states say the same as its FailedScheduling and BackOff events, and
     stay current; events fill in what they cannot show (FailedCreate: no pod exists; FailedMount).
     """
-    quiet_pods = {pod["metadata"]["name"] for pod in pods if pod_problem(pod) is None}
+    wanted = {("Job", job_name)} | {("Pod", pod["metadata"]["name"]) for pod in pods if pod_problem(pod) is None}
     lines = []
     for event in sorted(events, key=lambda event: str(event.get("lastTimestamp") or event.get("eventTime") or "")):
         involved = event.get("involvedObject") or {}
         kind, name = str(involved.get("kind")), str(involved.get("name"))
         reason, message = str(event.get("reason")), str(event.get("message"))
-        if event.get("type") != "Warning" or not (
-            (kind == "Job" and name == job_name) or (kind == "Pod" and name in quiet_pods)
-        ):
+        if event.get("type") != "Warning" or (kind, name) not in wanted:
             continue
         fix = EVENT_FIXES.get(reason) or (unschedulable_fix(message) if reason == "FailedScheduling" else "")
         lines.append(f"{kind} {name}: {reason}: {message}" + (f": {fix}" if fix else ""))
