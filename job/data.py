@@ -7,21 +7,19 @@ These are read directly, so a given source never touches the network. No TensorF
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
 import math
 import os
 import pickle
-import queue
 import shutil
 import tarfile
 import tempfile
-import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -189,15 +187,23 @@ def _load_local(path: Path) -> Cifar10:
 def _load_tarball(path: Path) -> Cifar10:
     """Read the batches in one pass over the compressed stream; members are never extracted to paths.
 
-    A reader thread inflates the stream (zlib releases the GIL) while this thread unpickles and transposes
-    the member before: the load takes about as long as inflating alone (docs/performance.md).
+    This thread inflates the stream (1 MiB reads; zlib releases the GIL) while a worker unpickles and converts
+    the member before, so the load takes about as long as inflating alone (docs/performance.md).
     """
     check_size(path.stat().st_size, MAX_DATA_BYTES, str(path), DataError)
     batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    with _TarMembers(path) as members:
-        for name, payload in members:
+    decoding: tuple[str, Future[tuple[np.ndarray, np.ndarray]]] | None = None
+    pool = ThreadPoolExecutor(1, thread_name_prefix="cifar10-decode")
+    try:
+        for name, payload in _tar_members(path):
             stopping.raise_if_requested("while loading the data")
-            batches[name] = _read_batch(io.BytesIO(payload), f"{path}:{name}")
+            if decoding is not None:
+                batches[decoding[0]] = decoding[1].result()
+            decoding = name, pool.submit(_read_batch, io.BytesIO(payload), f"{path}:{name}")
+        if decoding is not None:
+            batches[decoding[0]] = decoding[1].result()
+    finally:
+        pool.shutdown(cancel_futures=True)
     missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if name not in batches]
     if missing:
         raise DataError(f"{path} has no {missing[0]}: is it the official cifar-10-python.tar.gz?")
@@ -205,82 +211,31 @@ def _load_tarball(path: Path) -> Cifar10:
 
 
 READ_BUFFER = 1 << 20  # Compressed bytes per read: tarfile's default (10 kB) costs 16,000 Python round trips.
-READ_AHEAD = 2  # Members inflated ahead of the one being decoded (30 MB each for the official batches).
-_DONE = object()
 
 
-class _TarMembers:
-    """(name, bytes) of the wanted members of a tarball, inflated by a thread ahead of the caller.
-
-    Every check of the single-threaded reader happens in the thread, in the same order: the entry count, each
-    member's declared size before its bytes are inflated, duplicates; its errors reach the caller as the
-    same DataError. Leaving the `with` early (bad pickle, stop request) stops the thread at its next member.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=READ_AHEAD)
-        self.cancelled = threading.Event()
-        self.thread = threading.Thread(target=self._read, name="cifar10-tar-reader", daemon=True)
-
-    def __enter__(self) -> _TarMembers:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.cancelled.set()
-        while self.thread.is_alive():  # Unblock a thread waiting to hand over a member.
-            with contextlib.suppress(queue.Empty):
-                self.queue.get(timeout=0.05)
-        self.thread.join()
-
-    def __iter__(self) -> Iterator[tuple[str, bytes]]:
-        while (item := self.queue.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def _put(self, item: object) -> None:
-        while not self.cancelled.is_set():
-            with contextlib.suppress(queue.Full):
-                self.queue.put(item, timeout=0.05)
-                return
-
-    def _read(self) -> None:
-        try:
-            for item in self._members():
-                if self.cancelled.is_set():
-                    return
-                self._put(item)
-        except DataError as error:
-            self._put(error)
-        except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as error:
-            reason = str(error).splitlines()[0].rstrip(":")
-            self._put(
-                DataError(f"{self.path} is not a readable tar.gz ({reason}): download cifar-10-python.tar.gz again")
-            )
-        except BaseException as error:  # Anything else still reaches the caller, never a silent thread death.
-            self._put(error)
-        self._put(_DONE)
-
-    def _members(self) -> Iterator[tuple[str, bytes]]:
-        wanted = {*TRAIN_BATCHES, TEST_BATCH}
-        seen: set[str] = set()
-        with tarfile.open(self.path, "r|*", bufsize=READ_BUFFER) as archive:
+def _tar_members(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of each wanted member: the entry count and each member's declared size are checked before
+    its bytes are inflated (a bomb is refused unread), a duplicate is refused."""
+    wanted = {*TRAIN_BATCHES, TEST_BATCH}
+    seen: set[str] = set()
+    try:
+        with tarfile.open(path, "r|*", bufsize=READ_BUFFER) as archive:
             for count, member in enumerate(archive, start=1):
                 if count > MAX_DATA_ENTRIES:
-                    raise DataError(f"{self.path} has more than {MAX_DATA_ENTRIES} entries: it is not CIFAR-10")
-                # A member's size is declared before its bytes: a bomb is refused before it is inflated.
-                check_size(member.size, MAX_PICKLE_BYTES, f"{self.path}:{member.name}", DataError)
+                    raise DataError(f"{path} has more than {MAX_DATA_ENTRIES} entries: it is not CIFAR-10")
+                check_size(member.size, MAX_PICKLE_BYTES, f"{path}:{member.name}", DataError)
                 name = PurePosixPath(member.name).name
                 if not member.isfile() or name not in wanted:
                     continue
                 if name in seen:
-                    raise DataError(f"{self.path} holds {name} twice: use the official cifar-10-python.tar.gz")
+                    raise DataError(f"{path} holds {name} twice: use the official cifar-10-python.tar.gz")
                 seen.add(name)
                 stream = archive.extractfile(member)
                 assert stream is not None  # A regular file always has a stream.
                 yield name, stream.read()  # Whole, so a damaged archive is told apart from a damaged pickle.
+    except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as error:
+        reason = str(error).splitlines()[0].rstrip(":")
+        raise DataError(f"{path} is not a readable tar.gz ({reason}): download cifar-10-python.tar.gz again") from None
 
 
 def _load_folder(path: Path) -> Cifar10:
