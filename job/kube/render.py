@@ -137,7 +137,7 @@ def build_job(documents: list[Manifest], spec: RunSpec) -> Manifest:
     api, loop = spec.api or labels.get(LABEL_API, "symbolic"), spec.loop or labels.get(LABEL_LOOP, "fit")
     # A new name is <prefix>-<api>-<loop>-<UTC time>-<4 hex>: a run id that is also a valid Job name (lowercase).
     name = spec.name or new_run_id(spec.name_prefix, api, loop, stamp="%Y%m%d-%H%M%S")
-    if not JOB_NAME.match(name):
+    if spec.name and not JOB_NAME.match(name):
         raise UsageError(
             f"run id {name!r} cannot be a Job name: use at most 63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit"
