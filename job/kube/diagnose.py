@@ -54,11 +54,6 @@ def container_state(pod: Manifest) -> Manifest:
     return dict(container_status(pod).get("state") or {})
 
 
-def train_exit_code(pod: Manifest) -> int | None:
-    terminated = container_state(pod).get("terminated")
-    return int(terminated["exitCode"]) if terminated else None
-
-
 def has_started(pod: Manifest) -> bool:
     """The train container runs or ran, so it has a log (a waiting container answers 400)."""
     return bool(is_running(pod) or container_state(pod).get("terminated"))
@@ -193,8 +188,8 @@ def finished_at(pod: Manifest) -> str:
 
 def last_exit_code(pods: list[Manifest]) -> int | None:
     """The exit code of the pod that ended last (not the one created last: that is often a peer killed later)."""
-    ended = [pod for pod in pods if train_exit_code(pod) is not None]
-    return train_exit_code(max(ended, key=finished_at)) if ended else None
+    ended = [pod for pod in pods if container_state(pod).get("terminated")]
+    return int(container_state(max(ended, key=finished_at))["terminated"]["exitCode"]) if ended else None
 
 
 def failure(job: Manifest, pods: list[Manifest]) -> tuple[int, str]:

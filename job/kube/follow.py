@@ -22,14 +22,6 @@ POLL_SECONDS = 2.0
 END_OF_LOGS_SECONDS = 30.0  # After the Job ends, the streams' last lines; a stream of a vanished node may hang.
 
 
-class RunFailed(JobError):
-    """The Job failed; the exit code is the trainer's when the Job failed on one of the contract's codes."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 def why_not_running(name: str, pods: list[Manifest], events: list[Manifest]) -> str:
     """The pending timeout's reason: the pods' problems, else the Job's events, else their plain states."""
     problems = [": ".join(problem) for problem in map(diagnose.pod_problem, pods) if problem]
@@ -41,7 +33,7 @@ def why_not_running(name: str, pods: list[Manifest], events: list[Manifest]) -> 
 
 
 def follow(api: Any, namespace: str, name: str, pending_timeout: float, tail: int | None = None) -> None:
-    """Stream the run's logs until the Job is Complete (return) or Failed (RunFailed), or nothing runs (NotStarted)."""
+    """Stream the run's logs until the Job is Complete (return) or Failed (JobError), or nothing runs (NotStarted)."""
     job = cluster.read_job(api, namespace, name)
     printer = LogPrinter(api, namespace, prefixed=diagnose.runs_in_parallel(job))
     streams: dict[tuple[str, int], threading.Thread] = {}  # One per started container: (pod, restarts).
@@ -69,9 +61,11 @@ def follow(api: Any, namespace: str, name: str, pending_timeout: float, tail: in
             for thread in streams.values():
                 thread.join(max(0.0, deadline - time.monotonic()))
             printer.note(f"Job {name}: {outcome}")
-            if outcome == "Failed":  # The code of the Job's failure condition or failed indexes.
+            if outcome == "Failed":
                 code, detail = diagnose.failure(job, cluster.list_pods(api, namespace, name))
-                raise RunFailed(f"Job {name} failed ({detail})", code)
+                failed = JobError(f"Job {name} failed ({detail})")
+                failed.exit_code = code  # The trainer's when the Job failed on one of the contract's codes, else 1.
+                raise failed
             return
         if pending_timeout and time.monotonic() - idle_since >= pending_timeout:
             reason = why_not_running(name, pods, cluster.list_events(api, namespace))
