@@ -97,11 +97,8 @@ def decode(raw: str) -> list[Point]:
     for point in grid:
         for field, value in point.items():
             kind = SWEEP_FIELDS.get(field)
-            if (
-                kind is None
-                or isinstance(value, bool)
-                or not isinstance(value, (int, float) if kind is float else kind)
-            ):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if kind is None or not number or (kind is int and not isinstance(value, int)):
                 raise UsageError(f"JOB_SWEEP has {field}={value!r}: only {', '.join(SWEEP_FIELDS)} with numbers")
             point[field] = kind(value)
     return grid
