@@ -79,8 +79,7 @@ def submit(
 
     default_overlay = "multiworker" if (workers or 1) > 1 else (api or Api.symbolic).value
     documents = render.render(render.overlay_dir(overlay or default_overlay, kustomize_dir))
-    spec = render.RunSpec(run_id, api and api.value, loop and loop.value, image, namespace, bucket, epochs)
-    job = render.build_job(documents, spec)
+    job = render.build_job(documents, render.RunSpec(run_id, api, loop, image, namespace, bucket, epochs))
     objects = indexed.make_multiworker(job, documents, workers)
     if dry_run:
         typer.echo(
@@ -123,9 +122,7 @@ def sweep(
     given = {"learning_rate": learning_rate, "batch_size": batch_size, "momentum": momentum}
     grid = sweeps.expand_grid({field: sweeps.parse_values(field, text) for field, text in given.items() if text})
     documents = render.render(render.overlay_dir("sweep", kustomize_dir))
-    spec = render.RunSpec(
-        run_id, api and api.value, loop and loop.value, image, namespace, bucket, epochs, "cifar10-sweep"
-    )
+    spec = render.RunSpec(run_id, api, loop, image, namespace, bucket, epochs, name_prefix="cifar10-sweep")
     job = render.build_job(documents, spec)
     indexed.make_sweep(job, grid, SWEEP_PARALLELISM if parallelism is None else parallelism)
     if dry_run:

@@ -44,7 +44,7 @@ class RunSpec:
     """What a submit changes on the rendered Job; None keeps the manifest's value."""
 
     name: str = ""  # Empty: a new unique name.
-    api: str | None = None
+    api: str | None = None  # Api and Loop members are strs (StrEnum); build_job takes their str().
     loop: str | None = None
     image: str | None = None
     namespace: str | None = None
@@ -134,7 +134,7 @@ def build_job(documents: list[Manifest], spec: RunSpec) -> Manifest:
     container = train_container(job)
     inline_config_maps(container, find(documents, "ConfigMap"))
     labels = job["spec"]["template"]["metadata"].get("labels", {})
-    api, loop = spec.api or labels.get(LABEL_API, "symbolic"), spec.loop or labels.get(LABEL_LOOP, "fit")
+    api, loop = str(spec.api or labels.get(LABEL_API, "symbolic")), str(spec.loop or labels.get(LABEL_LOOP, "fit"))
     # A new name is <prefix>-<api>-<loop>-<UTC time>-<4 hex>: a run id that is also a valid Job name (lowercase).
     name = spec.name or new_run_id(spec.name_prefix, api, loop, stamp="%Y%m%d-%H%M%S")
     if spec.name and not JOB_NAME.match(name):
