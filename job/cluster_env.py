@@ -116,8 +116,7 @@ def _int_variable(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
+    if not (value := env.get(name, "").strip()):
         raise UsageError(
             f"{name} is unset but JOB_WORKERS > 1 needs it to build TF_CONFIG: "
             "k8s/overlays/multiworker sets it, or set TF_CONFIG yourself"

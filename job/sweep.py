@@ -69,8 +69,7 @@ def sweep_point(env: Mapping[str, str], sweep_name: str | None = None) -> Point 
 
     sweep_name is the sweep's run id (the Job's name; in the pod, JOB_RUN_ID, which is the default).
     """
-    raw = env.get("JOB_SWEEP", "").strip()
-    if not raw:
+    if not (raw := env.get("JOB_SWEEP", "").strip()):
         return None
     grid = decode(raw)
     index_text = env.get("JOB_COMPLETION_INDEX", "").strip()

@@ -172,8 +172,7 @@ def create_object(api: Any, document: Manifest) -> Manifest:
 
 
 def create_run(api: Any, job: Manifest, companions: list[Manifest]) -> None:
-    """Check the pods' ServiceAccount, create the Job, then its Service/NetworkPolicy owned by it; if one of those
-    fails, delete the Job again."""
+    """Check the pods' ServiceAccount, create the Job, then its companions owned by it (if one fails: delete the Job)."""
     check_service_account(api, job)
     created = create_object(api, job)
     try:
