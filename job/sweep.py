@@ -81,8 +81,7 @@ def sweep_point(env: Mapping[str, str], sweep_name: str | None = None) -> Point 
     name = sweep_name or env.get("JOB_RUN_ID", "").strip()
     if not name:
         raise UsageError("a sweep point needs the sweep's name: set JOB_RUN_ID (the Job's name) or --run-id")
-    index = int(index_text)
-    return {**grid[index], "run_id": f"{name}-{index}"}
+    return {**grid[int(index_text)], "run_id": f"{name}-{int(index_text)}"}
 
 
 def decode(raw: str) -> list[Point]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -121,9 +121,8 @@ def sweep(
 
     given = {"learning_rate": learning_rate, "batch_size": batch_size, "momentum": momentum}
     grid = sweeps.expand_grid({field: sweeps.parse_values(field, text) for field, text in given.items() if text})
-    documents = render.render(render.overlay_dir("sweep", kustomize_dir))
     spec = render.RunSpec(run_id, api, loop, image, namespace, bucket, epochs, name_prefix="cifar10-sweep")
-    job = render.build_job(documents, spec)
+    job = render.build_job(render.render(render.overlay_dir("sweep", kustomize_dir)), spec)
     indexed.make_sweep(job, grid, SWEEP_PARALLELISM if parallelism is None else parallelism)
     if dry_run:
         typer.echo(json.dumps(job, indent=2))
@@ -144,8 +143,7 @@ def status(
     """Show each run's state, active/succeeded/failed pods, and under it each pod and what keeps it from running."""
     from job.kube import cluster, diagnose
 
-    namespace = namespace or default_namespace(kustomize_dir)
-    client = cluster.connect()
+    client, namespace = connect(namespace, kustomize_dir)
     if run_id:
         jobs = [cluster.read_job(client, namespace, run_id)]
     else:
@@ -181,8 +179,7 @@ def logs(
 
     if previous and follow:
         raise UsageError("--previous prints a container that has ended, which cannot be followed: drop --follow")
-    namespace = namespace or default_namespace(kustomize_dir)
-    client = cluster.connect()
+    client, namespace = connect(namespace, kustomize_dir)
     if follow:
         following.follow(client, namespace, run_id, pending_timeout, tail)
         return
@@ -201,8 +198,7 @@ def delete(run_id: RunId, namespace: Namespace = None, kustomize_dir: KustomizeD
     """Delete the run's Job and its pods, and a multi-worker run's Service (the run folder in the bucket is kept)."""
     from job.kube import cluster
 
-    namespace = namespace or default_namespace(kustomize_dir)
-    client = cluster.connect()
+    client, namespace = connect(namespace, kustomize_dir)
     cluster.delete_job(client, namespace, run_id)
     typer.echo(f"deleted Job {run_id} in namespace {namespace}")
     for deleted in cluster.delete_companions(client, namespace, run_id):
@@ -242,17 +238,18 @@ def setup(
         typer.echo(f"{document['kind']} {document['metadata']['name']}: {outcome} in namespace {target}")
 
 
-def default_namespace(kustomize_dir: Path | None) -> str:
-    """The namespace the base kustomization sets (kustomize's own `namespace:` field)."""
+def connect(namespace: str | None, kustomize_dir: Path | None) -> tuple[Any, str]:
+    """An API client, and --namespace or else the namespace the base kustomization sets (its `namespace:` field)."""
     import yaml
 
+    from job.kube import cluster
     from job.kube.render import KUSTOMIZE_DIR
 
     path = (kustomize_dir or KUSTOMIZE_DIR) / "base" / "kustomization.yaml"
-    namespace = yaml.safe_load(path.read_text()).get("namespace") if path.is_file() else None
+    namespace = namespace or (yaml.safe_load(path.read_text()).get("namespace") if path.is_file() else None)
     if not namespace:
         raise UsageError(f"no namespace: pass --namespace (none set in {path})")
-    return str(namespace)
+    return cluster.connect(), str(namespace)
 
 
 def register(app: typer.Typer) -> None:

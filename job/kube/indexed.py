@@ -33,8 +33,7 @@ def check_hostnames(name: str, completions: int) -> None:
 def make_multiworker(job: Manifest, documents: list[Manifest], workers: int | None) -> list[Manifest]:
     """Size the Job for `workers` (None keeps the overlay's); this run's copies of the overlay's Service and
     NetworkPolicy named like its Job (none for a one-worker overlay and run)."""
-    (rendered,) = find(documents, "Job")
-    old_name = rendered["metadata"]["name"]
+    old_name = find(documents, "Job")[0]["metadata"]["name"]  # build_job found exactly one.
     objects = [doc for doc in documents if doc.get("kind") in COMPANION_KINDS and doc["metadata"]["name"] == old_name]
     if not objects and (workers or 1) == 1:
         return []
