@@ -244,9 +244,7 @@ SETTINGS = {
 }
 
 
-def resolve_output(
-    output: str | None, run_id: str = "", model_version: int | None = None
-) -> tuple[str, str, int | None]:
+def resolve_output(output: str | None, run_id: str, model_version: int | None) -> tuple[str, str, int | None]:
     """(output, run id, model version) from the flags, or on Vertex AI from its AIP_* variables (job.vertex).
 
     On Vertex the run folder is the job's base output directory and the SavedModel goes into AIP_MODEL_DIR

@@ -21,8 +21,7 @@ DEFAULT_METRIC_FILE = "/tmp/hypertune/output.metrics"  # cloudml-hypertune's _DE
 
 def metric_file(env: Mapping[str, str]) -> Path | None:
     """Where to report, or None outside a tuning trial (neither variable set)."""
-    path = env.get("CLOUD_ML_HP_METRIC_FILE", "").strip()
-    if path:
+    if path := env.get("CLOUD_ML_HP_METRIC_FILE", "").strip():
         return Path(path)
     return Path(DEFAULT_METRIC_FILE) if env.get("CLOUD_ML_TRIAL_ID", "").strip() else None
 

@@ -27,17 +27,16 @@ class Evaluator:
     """Mean loss and accuracy over a dataset, the same way for both loops (one traced step, reused)."""
 
     def __init__(self, model: keras.Model) -> None:
+        self.model = model
         self.loss_fn = make_loss()
         self.loss_mean = keras.metrics.Mean()
         self.accuracy = keras.metrics.SparseCategoricalAccuracy()
 
-        @tf.function
-        def test_step(images: tf.Tensor, labels: tf.Tensor) -> None:
-            probabilities = model(images, training=False)
-            self.loss_mean.update_state(self.loss_fn(labels, probabilities), sample_weight=tf.shape(labels)[0])
-            self.accuracy.update_state(labels, probabilities)
-
-        self.test_step = test_step
+    @tf.function
+    def test_step(self, images: tf.Tensor, labels: tf.Tensor) -> None:
+        probabilities = self.model(images, training=False)
+        self.loss_mean.update_state(self.loss_fn(labels, probabilities), sample_weight=tf.shape(labels)[0])
+        self.accuracy.update_state(labels, probabilities)
 
     def __call__(self, dataset: tf.data.Dataset) -> dict[str, float]:
         self.loss_mean.reset_state()
@@ -53,12 +52,10 @@ class _MonitorCallback(keras.callbacks.Callback):
     def __init__(self, monitor: Monitor) -> None:
         super().__init__()
         self.monitor = monitor
-        self.current_epoch = 0
-        self.steps_done = 0
+        self.current_epoch = self.steps_done = 0
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        self.current_epoch = epoch
-        self.steps_done = 0
+        self.current_epoch, self.steps_done = epoch, 0
         self.monitor.epoch_begin(epoch)
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
@@ -171,7 +168,7 @@ def custom_loop(
             train_accuracy.reset_state()
         monitor.epoch_begin(epoch, skip)
         step = skip
-        for size in chunks(skip, splits.steps_per_epoch, plan.steps_per_execution, plan.checkpoint_every_steps):
+        for size in chunks(skip, splits.steps_per_epoch, plan.steps_per_execution, plan.config.checkpoint_every_steps):
             batch_loss = train_steps(iterator, tf.constant(size))
             step += size
             monitor.step_end(epoch, step, train_loss.result(), batch_loss)

@@ -57,11 +57,8 @@ def decode(raw: bytes) -> tuple[list[Record], list[int]]:
             record = json.loads(line)
         except ValueError:
             record = None
-        if (
-            isinstance(record, dict)
-            and record.get("kind") in ("step", "epoch")
-            and isinstance(record.get("epoch"), int)
-        ):
+        kind, epoch = (record.get("kind"), record.get("epoch")) if isinstance(record, dict) else (None, None)
+        if kind in ("step", "epoch") and isinstance(epoch, int):
             records.append(cast(Record, record))
         else:
             damaged.append(number)

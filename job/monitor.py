@@ -95,7 +95,8 @@ class Monitor:
             self._log(record)
         if step == self.steps_per_epoch:
             self._train_ended = time.monotonic()
-        if self.plan.checkpoint_every_steps and step % self.plan.checkpoint_every_steps == 0:
+        # Mid-epoch checkpoints are the custom loop's alone: fit refuses the flag (job.config.validate).
+        if self.plan.config.checkpoint_every_steps and step % self.plan.config.checkpoint_every_steps == 0:
             self.save_position(epoch, step)
 
     def stopped_at(self, epoch: int, step: int) -> None:

@@ -29,11 +29,6 @@ class Plan:
         return self.config.loop == Loop.fit
 
     @property
-    def checkpoint_every_steps(self) -> int:
-        """Mid-epoch checkpoints: the custom loop's alone (fit refuses the flag, job.preflight)."""
-        return 0 if self.fit else self.config.checkpoint_every_steps
-
-    @property
     def save_on_stop(self) -> bool:
         """A stop saves the position only when the run has one worker: a lone stopping worker cannot join a
         collective save."""
