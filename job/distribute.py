@@ -65,7 +65,7 @@ def make_distribution(requested: StrategyKind, gpus: int) -> Distribution:
 
 
 def _logical_cpus() -> list[str]:
-    """Without GPUs: $JOB_LOGICAL_CPUS logical CPU devices, one replica each (None above: all GPUs)."""
+    """MirroredStrategy's replicas without GPUs: $JOB_LOGICAL_CPUS logical CPU devices (with GPUs it takes all)."""
     count = int(os.environ.get(LOGICAL_CPUS_ENV, "1"))
     cpu = tf.config.list_physical_devices("CPU")[0]
     if count > 1:

@@ -67,7 +67,7 @@ class _MonitorCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        if self.steps_done >= self.monitor.steps_per_epoch:  # A stop mid-epoch: the partial epoch is not recorded.
+        if self.steps_done >= self.monitor.steps_per_epoch:  # Else stopped mid-epoch: not recorded or checkpointed.
             self.monitor.epoch_end(epoch, logs)  # loss, accuracy, val_loss, val_accuracy.
 
 
@@ -162,12 +162,11 @@ def custom_loop(
     run_batches = train_epochs(splits, plan.config.seed, plan.first_epoch, plan.config.epochs, plan.first_step)
     iterator = iter(strategy.experimental_distribute_dataset(run_batches))
     for epoch in range(plan.first_epoch, plan.config.epochs):
-        skip = plan.first_step if epoch == plan.first_epoch else 0
+        step = skip = plan.first_step if epoch == plan.first_epoch else 0
         if not skip:
             train_loss.reset_state()
             train_accuracy.reset_state()
         monitor.epoch_begin(epoch, skip)
-        step = skip
         for size in chunks(skip, splits.steps_per_epoch, plan.steps_per_execution, plan.config.checkpoint_every_steps):
             batch_loss = train_steps(iterator, tf.constant(size))
             step += size
