@@ -52,7 +52,8 @@ class _MonitorCallback(keras.callbacks.Callback):
     def __init__(self, monitor: Monitor) -> None:
         super().__init__()
         self.monitor = monitor
-        self.current_epoch = self.steps_done = 0
+        self.current_epoch = 0  # 0-based, as Keras counts.
+        self.steps_done = 0
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self.current_epoch, self.steps_done = epoch, 0
