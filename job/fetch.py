@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import itertools
 import json
@@ -15,7 +16,7 @@ import google_crc32c
 from google.cloud import storage
 
 from job.errors import DataError
-from job.gcs import REQUEST_TIMEOUT, gcs_errors, make_client, retry_policy
+from job.gcs import gcs_errors, make_client, request_options
 from job.untrusted import MAX_DATA_BYTES, MAX_DATA_ENTRIES, check_names, check_size, contained_path
 from job.uri import parse_gcs_url
 
@@ -37,15 +38,15 @@ def fetch_data(url: str, cache_dir: Path) -> Path:
     if not name:
         raise DataError(f"--data {url} names a whole bucket: point it at the tarball, .npz or folder inside it")
     client = make_client(DataError)
-    retry = retry_policy()
+    request = request_options()
     root, records = cache_dir / "gcs" / bucket_name, cache_dir / "gcs-verified" / bucket_name
     where = f"data source {url}"
     with gcs_errors("reading data", url, bucket_name, DataError):
-        blob = client.bucket(bucket_name).get_blob(name, retry=retry, timeout=REQUEST_TIMEOUT)
+        blob = client.bucket(bucket_name).get_blob(name, **request)
         if blob is not None:
             blobs = [blob]
         else:
-            listing = client.list_blobs(bucket_name, prefix=f"{name}/", retry=retry, timeout=REQUEST_TIMEOUT)
+            listing = client.list_blobs(bucket_name, prefix=f"{name}/", **request)
             blobs = [blob for blob in itertools.islice(listing, MAX_DATA_ENTRIES + 1) if not blob.name.endswith("/")]
         if not blobs:
             raise DataError(
@@ -62,14 +63,9 @@ def fetch_data(url: str, cache_dir: Path) -> Path:
         for blob in blobs:
             check_size(blob.size or 0, MAX_DATA_BYTES, f"gs://{bucket_name}/{blob.name}", DataError)
         check_size(sum(blob.size or 0 for blob in blobs), MAX_DATA_BYTES, where, DataError)
-        places = [
-            (
-                contained_path(root, blob.name, where, DataError),
-                contained_path(records, f"{blob.name}.json", where, DataError),
-            )
-            for blob in blobs
-        ]
-        for blob, (target, record) in zip(blobs, places, strict=True):
+        place = functools.partial(contained_path, where=where, error=DataError)
+        places = [(blob, place(root, blob.name), place(records, f"{blob.name}.json")) for blob in blobs]
+        for blob, target, record in places:
             fetch_blob(blob, target, record)
     return root / name
 
@@ -85,12 +81,7 @@ def fetch_blob(blob: storage.Blob, target: Path, record_path: Path) -> None:
     temporary = Path(temporary_name)
     try:
         # Pinning the generation means an object replaced mid-download fails instead of mixing versions.
-        blob.download_to_filename(
-            temporary,
-            if_generation_match=blob.generation,
-            retry=retry_policy(),
-            timeout=REQUEST_TIMEOUT,
-        )
+        blob.download_to_filename(temporary, if_generation_match=blob.generation, **request_options())
         actual = digests(temporary, blob)
         if actual != expected:
             raise DataError(

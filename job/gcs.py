@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 import google.auth
 import requests
@@ -122,6 +123,11 @@ def retry_policy(deadline: float | None = None) -> Retry:
             return time.monotonic() - first_error[0] < deadline
 
     return Retry(predicate=should_retry, timeout=deadline)
+
+
+def request_options(deadline: float | None = None) -> dict[str, Any]:
+    """The keyword arguments of one operation's requests: its own `retry_policy(deadline)`, and the timeouts."""
+    return {"retry": retry_policy(deadline), "timeout": REQUEST_TIMEOUT}
 
 
 def positive_seconds(name: str, default: float) -> float:
@@ -276,26 +282,25 @@ class GcsStore:
         """Create and delete a probe object: proves the bucket exists and the job may write there."""
         probe = self._bucket.blob(self._name(f".write-probe-{secrets.token_hex(4)}"))
         with self._errors("checking write access to", ""):
-            probe.upload_from_string(b"", if_generation_match=0, retry=self._policy(), timeout=REQUEST_TIMEOUT)
-            probe.delete(retry=self._policy(), timeout=REQUEST_TIMEOUT)
+            probe.upload_from_string(b"", if_generation_match=0, **self._request())
+            probe.delete(**self._request())
 
     def read_bytes(self, key: str) -> bytes | None:
         blob = self._bucket.blob(self._name(key))
         with self._errors("reading", key):
             try:
-                return bytes(blob.download_as_bytes(retry=self._policy(), timeout=REQUEST_TIMEOUT))
+                return bytes(blob.download_as_bytes(**self._request()))
             except api_exceptions.NotFound:
                 return None
 
     def write_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None:
         """Replace the object; with create_only, refuse (exit 4) if it exists (if_generation_match=0)."""
         blob = self._bucket.blob(self._name(key))
-        precondition = {"if_generation_match": 0} if create_only else {}
         with self._errors("writing", key):
             try:
-                blob.upload_from_string(data, retry=self._policy(), timeout=REQUEST_TIMEOUT, **precondition)
+                blob.upload_from_string(data, if_generation_match=0 if create_only else None, **self._request())
             except api_exceptions.PreconditionFailed:
-                stored = self._bucket.get_blob(blob.name, retry=self._policy(), timeout=REQUEST_TIMEOUT)
+                stored = self._bucket.get_blob(blob.name, **self._request())
                 if stored is not None and stored.md5_hash == base64.b64encode(hashlib.md5(data).digest()).decode():
                     return  # A retried create whose first attempt had landed (same MD5): the object is ours.
                 raise OutputError(
@@ -305,8 +310,7 @@ class GcsStore:
 
     def upload_file(self, key: str, source: Path) -> None:
         with self._errors("uploading", key):
-            blob = self._bucket.blob(self._name(key))
-            blob.upload_from_filename(str(source), retry=self._policy(), timeout=REQUEST_TIMEOUT)
+            self._bucket.blob(self._name(key)).upload_from_filename(str(source), **self._request())
 
     def upload_tree(self, prefix: str, source_dir: Path, *, prune: bool = False) -> None:
         """Upload every file below source_dir in parallel threads, largest first; `prune` deletes what it lacks."""
@@ -320,7 +324,7 @@ class GcsStore:
                     [path.relative_to(source_dir).as_posix() for path in files],
                     source_directory=str(source_dir),
                     blob_name_prefix=self._folder(prefix),
-                    upload_kwargs={"retry": self._policy(), "timeout": REQUEST_TIMEOUT},
+                    upload_kwargs=self._request(),
                     **THREADS,
                 )
         if prune:  # After the upload, so a kill in between leaves extra objects, never missing ones.
@@ -344,7 +348,7 @@ class GcsStore:
                 names,
                 destination_directory=str(target_dir),
                 blob_name_prefix=folder,
-                download_kwargs={"retry": self._policy(), "timeout": REQUEST_TIMEOUT},
+                download_kwargs=self._request(),
                 create_directories=True,
                 **THREADS,
             )
@@ -363,18 +367,18 @@ class GcsStore:
             if self._name(prefix):
                 blobs.append(self._bucket.blob(self._name(prefix)))
             with ThreadPoolExecutor(MAX_WORKERS) as pool:
-                retry = self._policy()
-                list(pool.map(lambda blob: self._delete(blob, retry), blobs))
+                request = self._request()
+                list(pool.map(lambda blob: self._delete(blob, request), blobs))
 
-    def _delete(self, blob: storage.Blob, retry: Retry) -> None:
+    def _delete(self, blob: storage.Blob, request: dict[str, Any]) -> None:
         with contextlib.suppress(api_exceptions.NotFound):
-            blob.delete(retry=retry, timeout=REQUEST_TIMEOUT)
+            blob.delete(**request)
 
-    def _policy(self) -> Retry:
-        return retry_policy(self._deadline)
+    def _request(self) -> dict[str, Any]:
+        return request_options(self._deadline)
 
     def _list(self, folder: str) -> Iterator[storage.Blob]:
-        blobs = self._client.list_blobs(self.bucket_name, prefix=folder, retry=self._policy(), timeout=REQUEST_TIMEOUT)
+        blobs = self._client.list_blobs(self.bucket_name, prefix=folder, **self._request())
         return (blob for blob in blobs if not blob.name.endswith("/"))  # Skip console "folder" placeholders.
 
     def _name(self, key: str) -> str:
@@ -387,7 +391,5 @@ class GcsStore:
     def _folder_key(self, prefix: str) -> str:
         return f"{prefix.strip('/')}/" if prefix.strip("/") else ""
 
-    @contextlib.contextmanager
-    def _errors(self, action: str, key: str) -> Iterator[None]:
-        with gcs_errors(action, f"{self.url}/{key}", self.bucket_name):
-            yield
+    def _errors(self, action: str, key: str) -> contextlib.AbstractContextManager[None]:
+        return gcs_errors(action, f"{self.url}/{key}", self.bucket_name)

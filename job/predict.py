@@ -99,16 +99,16 @@ def read_bytes(location: str, limit: int) -> bytes:
     from job.untrusted import check_size
 
     if is_gcs(location):
-        from job.gcs import REQUEST_TIMEOUT, gcs_errors, make_client, retry_policy
+        from job.gcs import gcs_errors, make_client, request_options
 
         bucket_name, name = parse_gcs_url(location)
         with gcs_errors("reading", location, bucket_name, DataError):
-            retry = retry_policy()
-            blob = make_client(DataError).bucket(bucket_name).get_blob(name, retry=retry, timeout=REQUEST_TIMEOUT)
+            request = request_options()  # One retry budget for both requests.
+            blob = make_client(DataError).bucket(bucket_name).get_blob(name, **request)
             if blob is None:
                 raise DataError(f"input {location} does not exist: pass PNG or JPEG files or an .npz")
             check_size(blob.size or 0, limit, location, DataError)
-            return bytes(blob.download_as_bytes(retry=retry, timeout=REQUEST_TIMEOUT))
+            return bytes(blob.download_as_bytes(**request))
     path = Path(location).expanduser()
     if not path.is_file():
         raise DataError(f"input {location} does not exist or is not a file: pass PNG or JPEG files or an .npz")
