@@ -10,10 +10,10 @@ means is job/kube/diagnose.py; following a run is job/kube/follow.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from job.errors import JobError, OutputError, UsageError
@@ -53,7 +53,7 @@ def status_message(error: Any) -> tuple[str, dict[str, Any]]:
     return status.get("message") or str(error.reason), status.get("details") or {}
 
 
-@contextmanager
+@contextlib.contextmanager
 def api_errors(namespace: str, what: str, missing: str = "") -> Iterator[None]:
     """Map the client's exceptions for `what` in `namespace` to the exit-code contract; `missing`, when given, is
     the OutputError for a 404 (something the run needs is not there)."""
@@ -123,11 +123,9 @@ def check_service_account(api: Any, job: Manifest) -> None:
 
 def apply_object(api: Any, document: Manifest) -> str:
     """Create a ServiceAccount or NetworkPolicy, or replace the one already there; "created" or "updated"."""
-    try:
+    with contextlib.suppress(OutputError):  # What api_errors makes of 409: it exists.
         create_object(api, document)
         return "created"
-    except OutputError:  # What api_errors makes of 409: it exists.
-        pass
     kind, namespace, name = document["kind"], document["metadata"]["namespace"], document["metadata"]["name"]
     with api_errors(namespace, f"{kind} {name}"):
         _method(api, kind, "patch")(name, namespace, document)

@@ -78,10 +78,9 @@ def waves(points: int, parallelism: int) -> int:
 def make_sweep(job: Manifest, grid: list[Point], parallelism: int) -> None:
     """Size the overlay's Indexed Job for the grid, `parallelism` points at once at most, and hand every pod the grid.
 
-    activeDeadlineSeconds covers the whole Job, so it grows with the grid: the overlay's Job carries the deadline
-    of its own waves of points, i.e. one point's budget (the base's 6 h) per wave; the sized Job gets that budget
-    times its own waves. Points trained `parallelism` at once, each within its budget, all finish within
-    budget × ceil(points / parallelism): a slot starts its next point as soon as one ends (docs/scaleout.md).
+    activeDeadlineSeconds covers the whole Job, so it grows with the grid: one point's budget (the base's 6 h: the
+    overlay's deadline over its own waves of points) per wave. Points trained `parallelism` at once, a slot starting
+    its next point as soon as one ends, all finish within budget × ceil(points / parallelism) (docs/scaleout.md).
     """
     if parallelism < 1:
         raise UsageError(f"--parallelism must be at least 1, got {parallelism}")

@@ -7,6 +7,7 @@ named flags on the parsed object, then inlines the generated ConfigMap so one ob
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -161,10 +162,8 @@ def bucket_root(value: str) -> str:
     """--bucket as gs://BUCKET[/PREFIX], from BUCKET or gs://BUCKET[/PREFIX]; anything else is refused (exit 2)."""
     is_url = value.startswith("gs://")
     if "://" not in value.removeprefix("gs://") and (is_url or "/" not in value):
-        try:
+        with contextlib.suppress(UsageError):
             return gcs_url(*parse_gcs_url(value if is_url else f"gs://{value}"))
-        except UsageError:
-            pass
     raise UsageError(
         f"--bucket {value!r} is neither a bucket name nor gs://BUCKET[/PREFIX]: pass e.g. my-bucket or "
         "gs://my-bucket/team (bucket names are 3-222 lowercase letters, digits, '.', '-' or '_')"
