@@ -77,8 +77,7 @@ def predict(
     with tempfile.TemporaryDirectory(prefix="cifar10-predict-") as scratch:
         folder, card = locate_saved_model(run_or_model, Path(scratch))
         classify, size, class_names = load_model(folder, card, run_or_model)
-        batch = decode(sources, size)
-        probabilities = classify(batch)
+        probabilities = classify(decode(sources, size))
     labels = [label for source in sources for label in source.labels]
     results = [top_classes(row, class_names, top_k) for row in probabilities]
     if output_format == OutputFormat.json:

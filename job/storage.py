@@ -2,9 +2,8 @@
 
 Training always writes into a local staging folder (Keras and TensorFlow want real paths); the store is
 where those files are published, and it decides where staging is. For a local output the staging folder
-*is* the run folder, so publishing copies nothing; for gs:// it is a copy whose files go up through
-google-cloud-storage (`job.gcs`), never through TensorFlow's own gs:// filesystem, which cannot be
-pointed at a test server.
+*is* the run folder, so publishing copies nothing; for gs:// it is a copy whose files go up through `job.gcs`
+(google-cloud-storage, never TensorFlow's gs:// filesystem).
 """
 
 from __future__ import annotations
