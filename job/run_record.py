@@ -20,15 +20,15 @@ if TYPE_CHECKING:
 
     from job.devices import Devices
     from job.distribute import Distribution
+    from job.plan import Plan
 
 
 def describe_run(
     settings: dict[str, Any],
-    jit_compile: bool,
+    plan: Plan,
     devices: Devices,
     distribution: Distribution,
     dataset: Cifar10,
-    steps_per_epoch: int,
     model: keras.Model,
 ) -> dict[str, Any]:
     """config.json: every resolved setting and where the run happened."""
@@ -38,10 +38,10 @@ def describe_run(
 
     return {
         **settings,
-        "xla": jit_compile,
+        "xla": plan.jit_compile,
         "parameters": int(model.count_params()),
-        "steps_per_epoch": steps_per_epoch,
-        "data": describe_data(dataset, settings["validation_size"]),
+        "steps_per_epoch": plan.steps_per_epoch,
+        "data": describe_data(dataset, plan.config.validation_size),
         "devices": devices.describe(),
         "distribution": distribution.describe(),
         "versions": {
@@ -75,20 +75,19 @@ def describe_data(dataset: Cifar10, validation_size: int | None = None) -> dict[
     }
 
 
-def resumed_record(
-    writer: RunWriter, record: dict[str, Any], first_epoch: int, first_step: int, checkpoint: str | None
-) -> dict[str, Any]:
+def resumed_record(writer: RunWriter, record: dict[str, Any], plan: Plan, checkpoint: str | None) -> dict[str, Any]:
     """The record of a resumed run: the first start time kept, one more attempt, and where it went on from.
 
     Each resume appends {epoch, step, checkpoint, at}: the 1-based epoch and the step it went on from, and
     the checkpoint restored (None: the run had none yet and started over).
     """
     previous = writer.read_json(CONFIG) or {}
-    check_resolved_precision(writer.url, previous, record["precision"])
-    resumed = {"epoch": first_epoch + 1, "step": first_step, "checkpoint": checkpoint, "at": record["started_at"]}
+    check_resolved_precision(writer.url, previous, plan.precision)
+    started = record["started_at"]
+    resumed = {"epoch": plan.first_epoch + 1, "step": plan.first_step, "checkpoint": checkpoint, "at": started}
     return {
         **record,
-        "started_at": previous.get("started_at", record["started_at"]),
+        "started_at": previous.get("started_at", started),
         "attempts": int(previous.get("attempts", 1)) + 1,
         "resumed": [*previous.get("resumed", []), resumed],
     }

@@ -95,11 +95,9 @@ def train_and_publish(config: TrainConfig, prepared: Prepared) -> dict[str, Any]
         "data_on_device": data_device is not None,
         "data_on_device_requested": config.data_on_device.value,
     }
-    record = describe_run(
-        settings, plan.jit_compile, devices, distribution, dataset, plan.steps_per_epoch, trainee.model
-    )
+    record = describe_run(settings, plan, devices, distribution, dataset, trainee.model)
     if prepared.resuming:
-        record = resumed_record(writer, record, plan.first_epoch, plan.first_step, restored.checkpoint)
+        record = resumed_record(writer, record, plan, restored.checkpoint)
     if plan.is_chief:
         mirror_to_vertex_dirs(writer)
     writer.keep_metrics_through(plan.first_epoch, plan.first_step)
