@@ -18,7 +18,6 @@ from typing import Any
 from job import metrics
 from job.errors import OutputError
 from job.faults import append_whole, write_atomically
-from job.metrics import Record
 from job.storage import LocalStore, Store, check_out, discard_copy
 
 log = logging.getLogger(__name__)
@@ -51,10 +50,10 @@ def default_staging_root() -> Path:
 class RunWriter:
     """Writes one run's files locally and publishes them to the run's store."""
 
-    def __init__(self, store: Store, run_id: str, staging_root: Path | None = None) -> None:
+    def __init__(self, store: Store, run_id: str) -> None:
         self.store = store.child(run_id)
         self.run_id = run_id
-        self.staging = self.store.staging((staging_root or default_staging_root()) / run_id)
+        self.staging = self.store.staging(default_staging_root() / run_id)
         self.url = self.store.url
         self.scratch_root: Path | None = None  # Set on a worker's private copy: deleted when it is done.
         self.mirrors: dict[str, Store] = {}  # Extra places a folder is also synced to (Vertex AI's AIP_* dirs).
@@ -110,7 +109,7 @@ class RunWriter:
         write_atomically(self.path(name), (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
         self.publish_file(name)
 
-    def read_metrics(self) -> list[Record]:
+    def read_metrics(self) -> list[metrics.Record]:
         """The run's records; a damaged line (cut off by a kill or a full disk) is dropped with a warning."""
         path = self.path(METRICS)
         if not path.exists():
@@ -125,7 +124,7 @@ class RunWriter:
             )
         return records
 
-    def keep_metrics_through(self, completed_epochs: int, completed_steps: int = 0) -> list[Record]:
+    def keep_metrics_through(self, completed_epochs: int, completed_steps: int = 0) -> None:
         """Drop records past the resume point, so a resumed run has no duplicate or missing epochs."""
         kept = [
             record
@@ -139,9 +138,8 @@ class RunWriter:
         ]
         write_atomically(self.path(METRICS), metrics.encode(kept))
         self.publish_file(METRICS)
-        return kept
 
-    def append_metrics(self, records: list[Record]) -> None:
+    def append_metrics(self, records: list[metrics.Record]) -> None:
         """Append locally, then publish the whole file so a person can follow a running job."""
         append_whole(self.path(METRICS), metrics.encode(records))
         self.store.upload_file(METRICS, self.path(METRICS))
