@@ -94,8 +94,7 @@ def plot_sample_grid(images: np.ndarray, labels: np.ndarray, path: Path, seed: i
     figure, grid = pyplot().subplots(GRID_SIDE, GRID_SIDE, figsize=(8, 8.8), layout="constrained")
     indices = sample_indices(len(images), seed)
     for position, axes in enumerate(grid.flat):
-        axes.set_xticks([])
-        axes.set_yticks([])
+        axes.set(xticks=[], yticks=[])
         if position >= len(indices):
             axes.set_axis_off()
             continue

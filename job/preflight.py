@@ -89,7 +89,6 @@ def worker_role(config: TrainConfig) -> tuple[int | None, int]:
 # job.config; epochs may grow, paths may move); the resolved precision too, once the hardware is known.
 RESUME_KEYS = tuple(name for name, declared in SETTINGS.items() if declared.resume)
 
-
 # A finished run is the same run only if it also trained as many epochs in the requested precision.
 FINISHED_KEYS = (*RESUME_KEYS, "epochs", "precision_requested")
 
@@ -136,7 +135,7 @@ def finished_point(config: TrainConfig) -> str | None:
         return None
     previous = writer.read_json(CONFIG)
     current = {**config.to_json(), "precision_requested": config.precision.value}
-    differences = changed_settings(previous or {}, current, FINISHED_KEYS) if previous else f"no {CONFIG}"
+    differences = changed_settings(previous, current, FINISHED_KEYS) if previous else f"no {CONFIG}"
     if differences:
         raise OutputError(
             f"run {writer.url} already finished with other settings ({differences}): "
