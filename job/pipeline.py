@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from job.data import Cifar10
+from job.data import TENSOR_ALIGNMENT, Cifar10
 
 EVAL_BATCH_SIZE = 500  # The chapter batches validation and test by 500.
 
@@ -58,7 +58,7 @@ def make_splits(data: Cifar10, batch_size: int, validation_size: int, device: st
     """
     x_val, y_val = data.x_test[:validation_size], data.y_test[:validation_size]
     x_test, y_test = data.x_test[validation_size:], data.y_test[validation_size:]
-    train_images = tf.constant(data.x_train)
+    train_images = host_tensor(data.x_train)
     if device is not None:
         with tf.device(device):
             train_images = tf.identity(train_images)  # One upload; on the CPU, the same buffer.
@@ -73,6 +73,14 @@ def make_splits(data: Cifar10, batch_size: int, validation_size: int, device: st
         batch_size=batch_size,
         device=device,
     )
+
+
+def host_tensor(array: np.ndarray) -> tf.Tensor:
+    """The array as a CPU tensor: its own memory when TensorFlow may use it as it is (writable, contiguous,
+    aligned, as job.data decodes the training images), saving a 150 MB copy and 0.15-0.3 s of start-up; a copy
+    otherwise (the read-only memory map of a cached gs:// download, an .npz). The array must not change after."""
+    usable = array.flags.c_contiguous and array.flags.writeable and array.ctypes.data % TENSOR_ALIGNMENT == 0
+    return tf.experimental.dlpack.from_dlpack(array.__dlpack__()) if usable else tf.constant(array)
 
 
 def _evaluation_dataset(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
 import signal
 import tarfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -33,6 +35,20 @@ def test_tarball_folder_and_npz_load_identically(tiny_tarball: Path, tiny_data: 
         np.testing.assert_array_equal(dataset.y_test, tiny_data.y_test)
         assert dataset.x_train.shape == (500, 32, 32, 3) and dataset.y_train.shape == (500, 1)
         assert dataset.x_train.dtype == np.uint8
+
+
+@pytest.mark.parametrize("mode", ["w:", "w:bz2", "w:xz"])
+def test_a_tarball_compressed_otherwise_or_not_at_all_loads_as_the_gzip_one(
+    tiny_tarball: Path, tiny_data: Cifar10, tmp_path: Path, mode: Literal["w:", "w:bz2", "w:xz"]
+) -> None:
+    """gzip is inflated by zlib-ng; every other tar goes through tarfile's own stream reader."""
+    other = tmp_path / f"cifar-10-python.tar.{mode[2:] or 'plain'}"
+    with tarfile.open(tiny_tarball) as source, tarfile.open(other, mode) as archive:
+        for member in source:
+            archive.addfile(member, source.extractfile(member) if member.isfile() else None)
+    loaded = data.load(str(other))
+    np.testing.assert_array_equal(loaded.x_train, tiny_data.x_train)
+    np.testing.assert_array_equal(loaded.y_test, tiny_data.y_test)
 
 
 def test_pickle_rows_are_channel_major(tmp_path: Path) -> None:
@@ -70,6 +86,34 @@ def test_truncated_tarball(tiny_tarball: Path, tmp_path: Path) -> None:
     truncated.write_bytes(tiny_tarball.read_bytes()[: tiny_tarball.stat().st_size // 2])
     with pytest.raises(DataError, match=r"truncated\.tar\.gz"):
         data.load(str(truncated))
+
+
+def test_a_damaged_byte_anywhere_in_the_tarball_is_a_data_error(tiny_tarball: Path, tmp_path: Path) -> None:
+    """Inflate, CRC, tar and pickle errors all end as DataError naming the file, wherever the damage falls:
+    damage inside a member's pixels is found by the gzip CRC, which is at the very end of the stream."""
+    original = tiny_tarball.read_bytes()
+    damaged = tmp_path / "damaged.tar.gz"
+    header = original.index(b"\0", 10) + 1 if original[3] & 0x08 else 10  # The fixed part and the file name.
+    for position in range(header, len(original), len(original) // 97):  # ~100 places.
+        flipped = bytearray(original)
+        flipped[position] ^= 0xA5
+        damaged.write_bytes(flipped)
+        with pytest.raises(DataError, match=r"damaged\.tar\.gz"):
+            data.load(str(damaged))
+
+
+def test_the_gzip_checksum_is_checked_even_when_the_tar_ends_megabytes_before_the_stream(
+    tiny_tarball: Path, tmp_path: Path
+) -> None:
+    """The reader stops at the tar's end-of-archive blocks; the CRC after them must still be read and checked."""
+    with gzip.open(tiny_tarball) as stream:
+        padded = stream.read() + bytes(3 << 20)  # Zero blocks after the end of the archive are still a valid tar.
+    compressed = bytearray(gzip.compress(padded))
+    compressed[-8] ^= 0x01  # The CRC-32 of the uncompressed bytes.
+    damaged = tmp_path / "damaged-crc.tar.gz"
+    damaged.write_bytes(compressed)
+    with pytest.raises(DataError, match=r"damaged-crc\.tar\.gz.*CRC"):
+        data.load(str(damaged))
 
 
 def test_pickle_with_wrong_keys(tmp_path: Path) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import pytest
 
+from job import data
 from job.data import Cifar10
-from job.pipeline import Splits, make_splits, train_epoch, train_epochs
+from job.pipeline import Splits, host_tensor, make_splits, train_epoch, train_epochs
 
 T = TypeVar("T")
 TRAIN, TEST, BATCH, VALIDATION = 130, 40, 20, 15  # 6 full batches per epoch; 10 images dropped.
@@ -77,3 +79,20 @@ def test_validation_is_the_head_of_the_test_set_and_test_the_rest(splits: Splits
     assert validation == list(range(TRAIN, TRAIN + VALIDATION))
     assert test == list(range(TRAIN + VALIDATION, TRAIN + TEST))
     assert (splits.validation_size, splits.test_size) == (VALIDATION, TEST - VALIDATION)
+
+
+def test_decoded_training_images_become_the_tensor_without_a_copy(tiny_tarball: Path, tmp_path: Path) -> None:
+    """The 150 MB training set is not copied into TensorFlow; arrays it cannot use as they are are copied."""
+    decoded = data.load(str(tiny_tarball)).x_train
+    shared = host_tensor(decoded)
+    decoded[0, 0, 0, 0] ^= 0xFF
+    assert int(shared[0, 0, 0, 0]) == int(decoded[0, 0, 0, 0])  # One buffer: the change shows in the tensor.
+
+    unaligned = decoded.reshape(-1)[1 : 1 + decoded[1:].size].reshape(decoded[1:].shape)  # 1 byte past.
+    copied = host_tensor(unaligned)
+    unaligned[0, 0, 0, 0] ^= 0xFF
+    assert int(copied[0, 0, 0, 0]) != int(unaligned[0, 0, 0, 0])  # Its own copy.
+
+    np.save(tmp_path / "images.npy", decoded)
+    read_only = np.load(tmp_path / "images.npy", mmap_mode="r")  # A cached gs:// download.
+    np.testing.assert_array_equal(host_tensor(read_only).numpy(), read_only)
