@@ -23,6 +23,7 @@ from job.artifacts import CONFIG, METRICS, parse_json
 from job.data import CLASS_NAMES, Cifar10, label_counts
 from job.metrics import last_records
 from job.progress import Reporter
+from job.storage import LocalStore
 
 if TYPE_CHECKING:
     import keras
@@ -216,18 +217,13 @@ def write_data_plots(dataset: Cifar10, folder: Path, reporter: Reporter) -> list
     return [path for path in drawn if path is not None]
 
 
-def read_run_folder(run_folder: Path) -> tuple[dict[str, Any], list[metrics.Record]]:
-    """config.json and every metrics.jsonl record (epochs and steps); empty when unreadable."""
-    config = parse_json((run_folder / CONFIG).read_bytes()) if (run_folder / CONFIG).is_file() else None
-    records, _ = metrics.decode((run_folder / METRICS).read_bytes() if (run_folder / METRICS).is_file() else b"")
-    return config or {}, records
-
-
 def write_run_plots(run_folder: Path, model: keras.Model, reporter: Reporter) -> list[Path]:
     """Model diagram and summary, and learning curves from the run folder's own config.json and metrics.jsonl."""
     folder = run_folder / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    config, records = read_run_folder(run_folder)
+    files = LocalStore(run_folder)
+    config = parse_json(files.read_bytes(CONFIG)) or {}  # Empty when unreadable.
+    records, _ = metrics.decode(files.read_bytes(METRICS) or b"")  # Epochs and steps.
     title = f"{config.get('api')} model, {config.get('loop')} loop ({config.get('run_id', run_folder.name)})"
     image_size = int(config.get("data", {}).get("image_size", 32))
     drawn = [
