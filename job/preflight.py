@@ -59,14 +59,6 @@ def preflight(config: TrainConfig) -> Prepared:
     return Prepared(writer, state == "resume", dataset, lease=held, workers=workers)
 
 
-def inspect_run(writer: RunWriter, config: TrainConfig) -> str:
-    """Read-only: "new", "resume" (settings checked) or "replace"; refuses a finished run without --overwrite."""
-    state = writer.inspect(config.overwrite)
-    if state == "resume":
-        check_resumable(writer, config)
-    return state
-
-
 def output_places(config: TrainConfig) -> list[Path]:
     """The local folders a run writes: its run folder (a local --output) and the staging folder (gs://)."""
     places = [default_staging_root()]
@@ -102,14 +94,19 @@ def changed_settings(previous: dict[str, object], current: dict[str, object], ke
     )
 
 
-def check_resumable(writer: RunWriter, config: TrainConfig) -> None:
-    """Refuse to continue an unfinished run with different settings (exit 2)."""
+def inspect_run(writer: RunWriter, config: TrainConfig) -> str:
+    """Read-only: "new", "resume" or "replace". Refuses a finished run without --overwrite (exit 4) and an
+    unfinished one started with other settings (exit 2)."""
+    state = writer.inspect(config.overwrite)
+    if state != "resume":
+        return state
     differences = changed_settings(writer.read_json(CONFIG) or {}, config.to_json(), RESUME_KEYS)
     if differences:
         raise UsageError(
             f"run {writer.url} is unfinished and was started with other settings ({differences}): "
             "rerun with its original flags to resume it, or pick a new --run-id"
         )
+    return state
 
 
 def check_resolved_precision(url: str, previous: dict[str, object], precision: str) -> None:
