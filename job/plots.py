@@ -91,17 +91,22 @@ def sample_indices(count: int, seed: int = SAMPLE_SEED, size: int = GRID_SIDE * 
 
 
 def plot_sample_grid(images: np.ndarray, labels: np.ndarray, path: Path, seed: int = SAMPLE_SEED) -> Path:
-    """A 5×5 grid of seeded random training images, no ticks, the class name under each."""
-    figure, grid = pyplot().subplots(GRID_SIDE, GRID_SIDE, figsize=(8, 8.8), layout="constrained")
+    """A 5×5 grid of seeded random training images, the class name under each: one mosaic in one Axes (25
+    Axes in a constrained layout took 0.55 s of publishing, this 0.17 s)."""
     indices = sample_indices(len(images), seed)
-    for position, axes in enumerate(grid.flat):
-        axes.set(xticks=[], yticks=[])
-        if position >= len(indices):
-            axes.set_axis_off()
-            continue
-        index = indices[position]
-        axes.imshow(images[index])
-        axes.set_xlabel(CLASS_NAMES[int(labels.reshape(-1)[index])])
+    size = images.shape[1]
+    width, height = size + size // 8, size + size * 2 // 5  # Each cell: the image, a gap, room for its name.
+    mosaic = np.full((GRID_SIDE * height, GRID_SIDE * width, 3), 255, np.uint8)
+    figure, axes = pyplot().subplots(
+        figsize=(8, 8 * height / width + 0.4), gridspec_kw={"top": 0.95, "bottom": 0, "left": 0, "right": 1}
+    )
+    for position, index in enumerate(indices):
+        top, left = position // GRID_SIDE * height, position % GRID_SIDE * width
+        mosaic[top : top + size, left : left + size] = images[index]
+        name = CLASS_NAMES[int(labels.reshape(-1)[index])]
+        axes.text(left + size / 2, top + size + 1, name, ha="center", va="top", fontsize=10)
+    axes.imshow(mosaic)
+    axes.set_axis_off()
     figure.suptitle(f"{len(indices)} of {len(images)} training images (random.sample, seed {seed})")
     return save(figure, path)
 
