@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
 
-from job import errors, progress, stopping
-from job.config import SETTINGS, LogFormat, TrainConfig
+from job import errors, predict, progress, runs, stopping, visualize
+from job.config import SETTINGS, LogFormat, TrainConfig, validate
+from job.kube import commands as kube_commands
+from job.vertex import resolve_output
 
 if TYPE_CHECKING:
     from job.preflight import Prepared
@@ -54,7 +56,6 @@ def show_help_without_command(
 
 def train(**options: Any) -> None:
     """Train one model style with one loop and write a run folder (config, metrics, model, summary)."""
-    from job.config import resolve_output, validate
     from job.sweep import sweep_point
 
     stopping.install()  # First: a stop request from here on is honoured at the next safe point.
@@ -171,14 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Command groups that live in their own modules (each imports its heavy libraries lazily).
-def _register_command_groups() -> None:
-    from job import predict, runs, visualize
-    from job.kube import commands as kube_commands
-
-    predict.register(app)
-    runs.register(app)
-    kube_commands.register(app)
-    visualize.register(app)
-
-
-_register_command_groups()
+predict.register(app)
+runs.register(app)
+kube_commands.register(app)
+visualize.register(app)

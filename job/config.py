@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 import secrets
 from collections.abc import Callable
@@ -54,7 +53,7 @@ class Setting:
     help: str | None = None  # train --help's text (typer adds the env var and the default).
     rule: Rule | None = None
     resume: bool = False  # An unfinished run continues only with the same value (job.preflight).
-    resolved_later: bool = False  # The option defaults to None: resolve_output decides (Vertex AI's AIP_*).
+    resolved_later: bool = False  # The option defaults to None: job.vertex.resolve_output decides (Vertex AI's AIP_*).
     readme: str | None = None  # The meaning column of README.md's flag table; None: not listed there.
     readme_default: str | None = None  # The default column, when the value alone does not say it.
     name: str = ""  # Filled in from the field.
@@ -242,38 +241,6 @@ SETTINGS = {
     declared.name: replace(declared.metadata["setting"], name=declared.name, default=declared.default)
     for declared in fields(TrainConfig)
 }
-
-
-def resolve_output(output: str | None, run_id: str, model_version: int | None) -> tuple[str, str, int | None]:
-    """(output, run id, model version) from the flags, or on Vertex AI from its AIP_* variables (job.vertex).
-
-    On Vertex the run folder is the job's base output directory and the SavedModel goes into AIP_MODEL_DIR
-    itself (model version None: no version folder), so --output, another --run-id or --model-version conflict.
-    Elsewhere the SavedModel goes to model/<version>/, TF Serving's layout (default version 1).
-    """
-    from job import vertex
-
-    model_dir = os.environ.get(vertex.MODEL_DIR, "").strip()
-    if output and model_dir:
-        raise UsageError(
-            f"both --output/JOB_OUTPUT ({output}) and AIP_MODEL_DIR ({model_dir}) are set: "
-            "drop --output to write where Vertex AI asks, or unset AIP_MODEL_DIR"
-        )
-    place = vertex.placement(os.environ)
-    if place is None:
-        return output or DEFAULT_OUTPUT, run_id, DEFAULT_MODEL_VERSION if model_version is None else model_version
-    where = f"{vertex.MODEL_DIR}={model_dir}"
-    if run_id and run_id != place.run_id:
-        raise UsageError(
-            f"--run-id {run_id} differs from the run folder {where} implies ({place.base}, run id {place.run_id}): "
-            "on Vertex AI the run folder is the job's base output directory; drop --run-id"
-        )
-    if model_version is not None:
-        raise UsageError(
-            f"--model-version {model_version} is set, but on Vertex AI the SavedModel goes into {where} itself "
-            "(Vertex reads saved_model.pb there, without a version folder): drop --model-version"
-        )
-    return place.output, place.run_id, None
 
 
 def new_run_id(*names: str, stamp: str = "%Y%m%dT%H%M%SZ") -> str:

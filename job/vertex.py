@@ -17,11 +17,12 @@ imports TensorFlow.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from job.config import RUN_ID
+from job.config import DEFAULT_MODEL_VERSION, DEFAULT_OUTPUT, RUN_ID
 from job.errors import UsageError
 from job.uri import check_output_location, gcs_url, is_gcs, parse_gcs_url
 
@@ -82,3 +83,33 @@ def placement(env: Mapping[str, str]) -> Placement | None:
             "its checkpoints in its run folder and resumes from there; set both from one baseOutputDirectory"
         )
     return Placement(output, run_id, env.get(JOB_ID, "").strip())
+
+
+def resolve_output(output: str | None, run_id: str, model_version: int | None) -> tuple[str, str, int | None]:
+    """(output, run id, model version) from the flags, or on Vertex AI from its AIP_* variables.
+
+    On Vertex the run folder is the job's base output directory and the SavedModel goes into AIP_MODEL_DIR
+    itself (model version None: no version folder), so --output, another --run-id or --model-version conflict.
+    Elsewhere the SavedModel goes to model/<version>/, TF Serving's layout (default version 1).
+    """
+    model_dir = os.environ.get(MODEL_DIR, "").strip()
+    if output and model_dir:
+        raise UsageError(
+            f"both --output/JOB_OUTPUT ({output}) and AIP_MODEL_DIR ({model_dir}) are set: "
+            "drop --output to write where Vertex AI asks, or unset AIP_MODEL_DIR"
+        )
+    place = placement(os.environ)
+    if place is None:
+        return output or DEFAULT_OUTPUT, run_id, DEFAULT_MODEL_VERSION if model_version is None else model_version
+    where = f"{MODEL_DIR}={model_dir}"
+    if run_id and run_id != place.run_id:
+        raise UsageError(
+            f"--run-id {run_id} differs from the run folder {where} implies ({place.base}, run id {place.run_id}): "
+            "on Vertex AI the run folder is the job's base output directory; drop --run-id"
+        )
+    if model_version is not None:
+        raise UsageError(
+            f"--model-version {model_version} is set, but on Vertex AI the SavedModel goes into {where} itself "
+            "(Vertex reads saved_model.pb there, without a version folder): drop --model-version"
+        )
+    return place.output, place.run_id, None
