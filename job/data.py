@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import pickle
-import shutil
 import tarfile
 import tempfile
 import zipfile
@@ -29,7 +28,7 @@ from zlib_ng import gzip_ng, zlib_ng
 
 from job import stopping
 from job.errors import DataError
-from job.untrusted import MAX_DATA_BYTES, MAX_DATA_ENTRIES, MAX_PICKLE_BYTES, check_size, contained_path
+from job.untrusted import MAX_DATA_BYTES, MAX_DATA_ENTRIES, MAX_PICKLE_BYTES, check_size, contained_path, npy_header
 from job.uri import is_gcs
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -38,7 +37,6 @@ TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
 TEST_BATCH = "test_batch"
 FOLDER_NAME = "cifar-10-batches-py"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 @dataclass(frozen=True)
@@ -103,12 +101,10 @@ def _download_key(local: Path) -> list[list[object]]:
     object never matches an old cache.
     """
     files = sorted(path for path in local.rglob("*") if path.is_file()) if local.is_dir() else [local]
-    return [[str(path.relative_to(local.parent)), *_identity(path)] for path in files]
-
-
-def _identity(path: Path) -> list[int]:
-    status = path.stat()
-    return [status.st_size, status.st_mtime_ns, status.st_ino]
+    return [
+        [str(path.relative_to(local.parent)), (status := path.stat()).st_size, status.st_mtime_ns, status.st_ino]
+        for path in files
+    ]
 
 
 def _read_decoded(place: Path, key: list[list[object]]) -> Cifar10 | None:
@@ -135,10 +131,7 @@ def _read_decoded(place: Path, key: list[list[object]]) -> Cifar10 | None:
 def _map_array(path: Path, dtype: str) -> np.ndarray:
     """A read-only memory map of a cached .npy, after checking its header and that the file holds exactly it."""
     with path.open("rb") as stream:
-        version = np.lib.format.read_magic(stream)
-        if version not in NPY_HEADER_READERS:
-            raise ValueError(f"{path.name} is a version {version} .npy array")
-        shape, fortran_order, found = NPY_HEADER_READERS[version](stream)
+        shape, fortran_order, found = npy_header(stream)
         offset = stream.tell()
     size = math.prod(shape) * found.itemsize
     if found != np.dtype(dtype) or fortran_order or offset + size != path.stat().st_size:
@@ -149,30 +142,25 @@ def _map_array(path: Path, dtype: str) -> np.ndarray:
 
 def _write_decoded(place: Path, key: list[list[object]], decoded: Cifar10) -> None:
     """Write the arrays beside the download: a temporary folder, renamed into place whole (best effort)."""
-    temporary: Path | None = None
     try:
         place.parent.mkdir(parents=True, exist_ok=True)
-        temporary = Path(tempfile.mkdtemp(dir=place.parent, prefix=f".{place.name}.", suffix=".partial"))
-        arrays = {name: getattr(decoded, name) for name in DECODED_DTYPES}
-        for name, array in arrays.items():
-            with (temporary / f"{name}.npy").open("wb") as stream:
-                np.save(stream, np.ascontiguousarray(array, dtype=DECODED_DTYPES[name]), allow_pickle=False)
-                stream.flush()
-                os.fsync(stream.fileno())
-        shapes = {name: list(array.shape) for name, array in arrays.items()}
-        record = {"format": DECODED_FORMAT, "source": key, "shapes": shapes}
-        (temporary / DECODED_KEY).write_text(json.dumps(record))
-        if place.exists():  # Stale or damaged: moved aside, so the rename below is atomic.
-            stale = Path(tempfile.mkdtemp(dir=place.parent, prefix=f".{place.name}.", suffix=".stale"))
-            place.rename(stale / place.name)
-            shutil.rmtree(stale, ignore_errors=True)
-        temporary.rename(place)
-        temporary = None
+        with tempfile.TemporaryDirectory(  # Removed on the way out, with whatever is left in it.
+            dir=place.parent, prefix=f".{place.name}.", suffix=".partial", ignore_cleanup_errors=True
+        ) as folder:
+            new, stale = Path(folder) / "new", Path(folder) / "stale"
+            new.mkdir(mode=0o700)  # Private (0700), like a mkdtemp folder.
+            for name, dtype in DECODED_DTYPES.items():
+                with (new / f"{name}.npy").open("wb") as stream:
+                    np.save(stream, np.ascontiguousarray(getattr(decoded, name), dtype=dtype), allow_pickle=False)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+            shapes = {name: list(getattr(decoded, name).shape) for name in DECODED_DTYPES}
+            (new / DECODED_KEY).write_text(json.dumps({"format": DECODED_FORMAT, "source": key, "shapes": shapes}))
+            if place.exists():  # Stale or damaged: moved aside into the work folder, so the rename below is atomic.
+                place.rename(stale)
+            new.rename(place)
     except OSError as error:  # A full or read-only cache costs the next start-up the decode, not this run.
         log.warning("could not cache the decoded data in %s (%s): the next run decodes it again", place, error)
-    finally:
-        if temporary is not None:
-            shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _load_local(path: Path) -> Cifar10:
@@ -357,23 +345,18 @@ def _load_npz(path: Path) -> Cifar10:
             if missing:
                 raise DataError(f"{path} lacks {', '.join(missing)}: an .npz needs x_train, y_train, x_test, y_test")
             _check_npz_sizes(archive.zip, path)
-            arrays = {key: archive[key] for key in NPZ_KEYS}
+            arrays = {key: archive[key] if key.startswith("x") else archive[key].reshape(-1, 1) for key in NPZ_KEYS}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise DataError(f"{path} is not a readable .npz ({error})") from None
-    labels = {key: np.asarray(arrays[key]).reshape(-1, 1) for key in ("y_train", "y_test")}
-    return Cifar10(arrays["x_train"], labels["y_train"], arrays["x_test"], labels["y_test"], str(path))
+    return Cifar10(**arrays, source=str(path))
 
 
 def _check_npz_sizes(archive: zipfile.ZipFile, path: Path) -> None:
     """Refuse arrays whose headers declare more than MAX_DATA_BYTES, before any is inflated (a zip bomb)."""
     total = 0
     for key in NPZ_KEYS:
-        name = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
-        with archive.open(name) as member:  # A member that is not an .npy array fails read_magic.
-            version = np.lib.format.read_magic(member)
-            if version not in NPY_HEADER_READERS:
-                raise DataError(f"{path}: {key} is a version {version} .npy array; save it with numpy.savez")
-            shape, _, dtype = NPY_HEADER_READERS[version](member)
+        with archive.open(f"{key}.npy" if f"{key}.npy" in archive.namelist() else key) as member:
+            shape, _, dtype = npy_header(member)  # ValueError for a member that is not an .npy array 1.0 or 2.0.
         size = math.prod(shape) * dtype.itemsize
         check_size(size, MAX_DATA_BYTES, f"{path}:{key}", DataError)
         total += size

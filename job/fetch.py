@@ -42,12 +42,9 @@ def fetch_data(url: str, cache_dir: Path) -> Path:
     root, records = cache_dir / "gcs" / bucket_name, cache_dir / "gcs-verified" / bucket_name
     where = f"data source {url}"
     with gcs_errors("reading data", url, bucket_name, DataError):
-        blob = client.bucket(bucket_name).get_blob(name, **request)
-        if blob is not None:
-            blobs = [blob]
-        else:
-            listing = client.list_blobs(bucket_name, prefix=f"{name}/", **request)
-            blobs = [blob for blob in itertools.islice(listing, MAX_DATA_ENTRIES + 1) if not blob.name.endswith("/")]
+        blob = client.bucket(bucket_name).get_blob(name, **request)  # The object, else the folder of that name.
+        listing = [blob] if blob is not None else client.list_blobs(bucket_name, prefix=f"{name}/", **request)
+        blobs = [blob for blob in itertools.islice(listing, MAX_DATA_ENTRIES + 1) if not blob.name.endswith("/")]
         if not blobs:
             raise DataError(
                 f"data source {url} does not exist: no object or folder by that name in bucket {bucket_name} "

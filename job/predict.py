@@ -29,6 +29,7 @@ import typer
 
 from job.errors import DataError, UsageError
 from job.storage import LocalStore, check_out, open_store
+from job.untrusted import MAX_DATA_BYTES, check_size, npy_header
 from job.uri import is_gcs, parse_gcs_url
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 MAX_IMAGE_BYTES = 16 << 20  # A 32×32 PNG is about 3 KB; anything near this is not a CIFAR-sized image.
-MAX_NPZ_BYTES = 2 << 30  # Equals job.untrusted.MAX_DATA_BYTES: all of CIFAR-10 decoded is 184 MB.
+MAX_NPZ_BYTES = MAX_DATA_BYTES  # All of CIFAR-10 decoded is 184 MB.
 IMAGE_FORMATS = ("PNG", "JPEG")
 NPZ_KEY = "x"  # The images of an .npz: the array named x, or its only array.
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -95,8 +96,6 @@ def top_classes(row: np.ndarray, class_names: list[str], k: int) -> list[dict[st
 
 def read_bytes(location: str, limit: int) -> bytes:
     """The file's bytes, local or gs://, refused (exit 3) when missing or larger than limit, before reading it."""
-    from job.untrusted import check_size
-
     if is_gcs(location):
         from job.gcs import gcs_errors, make_client, request_options
 
@@ -134,8 +133,6 @@ def read_source(location: str) -> Source:
 
 def read_npz_header(location: str, data: bytes) -> Source:
     """The images array's shape and dtype, from its .npy header: nothing is inflated, and no pickle is ever read."""
-    import numpy as np
-
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = [name.removesuffix(".npy") for name in archive.namelist()]
@@ -146,11 +143,7 @@ def read_npz_header(location: str, data: bytes) -> Source:
             )
         member = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
         with archive.open(member) as stream:
-            version = np.lib.format.read_magic(stream)
-            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-            if version not in readers:
-                raise ValueError(f"a version {version} .npy array")
-            shape, _, dtype = readers[version](stream)  # Raises on a malformed header.
+            shape, _, dtype = npy_header(stream)  # Raises on a malformed header.
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
         raise DataError(f"input {location} is not a readable .npz ({error}): save it with numpy.savez") from None
     if dtype.hasobject:
@@ -158,7 +151,7 @@ def read_npz_header(location: str, data: bytes) -> Source:
             f"input {location}: {key} holds Python objects (dtype {dtype}), which are never unpickled: "
             "save the pixels as a uint8 array"
         )
-    if dtype != np.uint8 or len(shape) not in (3, 4) or shape[-1] != 3:
+    if dtype != "uint8" or len(shape) not in (3, 4) or shape[-1] != 3:
         raise DataError(
             f"input {location}: {key} is {dtype} {list(shape)}, not uint8 N×H×W×3 (or H×W×3) RGB pixels 0-255: "
             "convert it with .astype(numpy.uint8)"

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from job.errors import JobError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -36,6 +40,18 @@ def check_size(size: int, limit: int, what: str, error: type[JobError]) -> None:
             f"{what} is {size_text(size)}, more than the {size_text(limit)} any CIFAR-10 file needs: "
             "it is not CIFAR-10 data (or it is built to exhaust memory); use the official cifar-10-python.tar.gz"
         )
+
+
+def npy_header(stream: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """An .npy array's (shape, fortran_order, dtype), read from its header alone, so a size can be bounded before
+    the array is read; ValueError for a malformed header or a version other than 1.0 and 2.0."""
+    import numpy as np  # Here, so that importing this module stays cheap (`--help` never loads numpy).
+
+    version = np.lib.format.read_magic(stream)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"a version {version} .npy array")
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(stream)
 
 
 def check_name(name: str, where: str, error: type[JobError]) -> None:
