@@ -17,7 +17,9 @@ import typer
 
 from job import errors, predict, progress, runs, stopping, visualize
 from job.config import SETTINGS, LogFormat, TrainConfig, validate
+from job.faults import output_faults
 from job.kube import commands as kube_commands
+from job.sweep import sweep_point
 from job.vertex import resolve_output
 
 if TYPE_CHECKING:
@@ -56,15 +58,12 @@ def show_help_without_command(
 
 def train(**options: Any) -> None:
     """Train one model style with one loop and write a run folder (config, metrics, model, summary)."""
-    from job.sweep import sweep_point
-
     stopping.install()  # First: a stop request from here on is honoured at the next safe point.
     output, run_id, version = resolve_output(options["output"], options["run_id"], options["model_version"])
     requested = TrainConfig(**{**options, "output": output, "run_id": run_id, "model_version": version})
     # In a sweep's Indexed Job each pod trains one grid point into its own run: <sweep name>-<index>.
     point = sweep_point(os.environ, sweep_name=run_id or None)
     config = validate(dataclasses.replace(requested, **point) if point else requested)
-    from job.faults import output_faults
     from job.preflight import finished_point, output_places, preflight
 
     with output_faults(output_places(config)):  # A full, read-only or vanished output: exit 4, one line.
