@@ -86,12 +86,8 @@ def placement(env: Mapping[str, str]) -> Placement | None:
 
 
 def resolve_output(output: str | None, run_id: str, model_version: int | None) -> tuple[str, str, int | None]:
-    """(output, run id, model version) from the flags, or on Vertex AI from its AIP_* variables.
-
-    On Vertex the run folder is the job's base output directory and the SavedModel goes into AIP_MODEL_DIR
-    itself (model version None: no version folder), so --output, another --run-id or --model-version conflict.
-    Elsewhere the SavedModel goes to model/<version>/, TF Serving's layout (default version 1).
-    """
+    """(output, run id, model version) from the flags, or on Vertex AI from its AIP_* variables (see above), where
+    --output, another --run-id or --model-version conflict (model version None: no version folder)."""
     model_dir = os.environ.get(MODEL_DIR, "").strip()
     if output and model_dir:
         raise UsageError(
