@@ -86,10 +86,10 @@ class Checkpointer:
             )
         return Restored(0, 0, None)
 
-    def save(self, completed_epochs: int, steps_into_epoch: int = 0) -> str:
+    def save(self, completed_epochs: int, steps_into_epoch: int) -> None:
         self.completed_epochs.assign(completed_epochs)
         self.steps_into_epoch.assign(steps_into_epoch)
-        return str(self.manager.save())
+        self.manager.save()
 
     def _forget(self, damaged: list[Path], keep: list[Path]) -> None:
         """Delete damaged checkpoints and point the state file (and a new manager) at the ones kept."""
