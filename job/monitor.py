@@ -110,7 +110,7 @@ class Monitor:
             self.checkpointer.save(epoch, step)
             self.writer.sync_tree(CHECKPOINTS, prune=True)
 
-    def epoch_end(self, epoch: int, metrics: dict[str, float | tf.Tensor]) -> EpochRecord:
+    def epoch_end(self, epoch: int, metrics: dict[str, float | tf.Tensor]) -> None:
         """Record a completed epoch, then checkpoint it.
 
         In this order a kill between the two leaves a record past the checkpoint, which the resume trims
@@ -135,7 +135,6 @@ class Monitor:
         self.writer.sync_tree(TENSORBOARD)
         self.epoch_records.append(record)
         self._log(record)
-        return record
 
     def _check_finite(self, record: Mapping[str, Any]) -> None:
         if not all(math.isfinite(value) for key, value in record.items() if "loss" in key):
