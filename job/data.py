@@ -86,8 +86,7 @@ def _load_decoded_cache(local: Path, cache_root: Path) -> Cifar10:
     relative = local.relative_to(cache_root / "gcs")  # fetch_data checked every name on the way in.
     place = contained_path(cache_root / DECODED_FOLDER, str(relative), f"the decoded cache of {local}", DataError)
     key = _download_key(local)
-    cached = _read_decoded(place, key)
-    if cached is not None:
+    if (cached := _read_decoded(place, key)) is not None:
         return cached
     decoded = _validated(_load_local(local), str(local))
     _write_decoded(place, key, decoded)
@@ -109,16 +108,12 @@ def _download_key(local: Path) -> list[list[object]]:
 
 def _read_decoded(place: Path, key: list[list[object]]) -> Cifar10 | None:
     """The cached arrays (memory-mapped, read-only), or None when absent, stale or damaged (with a warning)."""
+    if not (place / DECODED_KEY).exists():
+        return None
     try:
         record = json.loads((place / DECODED_KEY).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        log.warning("the decoded data cache %s is unreadable (%s): decoding the download again", place, error)
-        return None
-    if not isinstance(record, dict) or record.get("format") != DECODED_FORMAT or record.get("source") != key:
-        return None  # Another download (or format) than the one decoded: decoded again, silently.
-    try:
+        if not isinstance(record, dict) or record.get("format") != DECODED_FORMAT or record.get("source") != key:
+            return None  # Another download (or format) than the one decoded: decoded again, silently.
         arrays = {name: _map_array(place / f"{name}.npy", dtype) for name, dtype in DECODED_DTYPES.items()}
         if record.get("shapes") != {name: list(array.shape) for name, array in arrays.items()}:
             raise ValueError("the arrays' shapes differ from the key's")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -70,7 +71,10 @@ def fetch_data(url: str, cache_dir: Path) -> Path:
 def fetch_blob(blob: storage.Blob, target: Path, record_path: Path) -> None:
     """Download one object to target via a temporary name, unless a verified copy is already there."""
     expected = {"generation": blob.generation, "size": blob.size, "crc32c": blob.crc32c, "md5": blob.md5_hash}
-    if target.is_file() and record_path.is_file() and read_record(record_path) == expected == digests(target, blob):
+    record = None
+    with contextlib.suppress(OSError, ValueError):  # A missing or unreadable record: downloaded again.
+        record = json.loads(record_path.read_text())
+    if target.is_file() and record == expected == digests(target, blob):
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
@@ -91,14 +95,6 @@ def fetch_blob(blob: storage.Blob, target: Path, record_path: Path) -> None:
         temporary.unlink(missing_ok=True)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(expected))
-
-
-def read_record(path: Path) -> Any:
-    """The cache's sidecar record as stored (compared to the expected one), or None when unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def digests(path: Path, blob: storage.Blob) -> dict[str, Any]:

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
 MAX_IMAGE_BYTES = 16 << 20  # A 32×32 PNG is about 3 KB; anything near this is not a CIFAR-sized image.
-MAX_NPZ_BYTES = MAX_DATA_BYTES  # All of CIFAR-10 decoded is 184 MB.
 IMAGE_FORMATS = ("PNG", "JPEG")
 NPZ_KEY = "x"  # The images of an .npz: the array named x, or its only array.
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -116,7 +115,7 @@ def read_bytes(location: str, limit: int) -> bytes:
 
 def read_source(location: str) -> Source:
     if location.endswith(".npz"):
-        return read_npz_header(location, read_bytes(location, MAX_NPZ_BYTES))
+        return read_npz_header(location, read_bytes(location, MAX_DATA_BYTES))
     from PIL import Image, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = 1 << 24  # Pillow refuses images declaring 2× this (a decompression bomb) at open.
@@ -156,7 +155,7 @@ def read_npz_header(location: str, data: bytes) -> Source:
             f"input {location}: {key} is {dtype} {list(shape)}, not uint8 N×H×W×3 (or H×W×3) RGB pixels 0-255: "
             "convert it with .astype(numpy.uint8)"
         )
-    if math.prod(shape) > MAX_NPZ_BYTES:
+    if math.prod(shape) > MAX_DATA_BYTES:  # All of CIFAR-10 decoded is 184 MB.
         raise DataError(f"input {location}: {key} declares {math.prod(shape):,} bytes, more than any batch of images")
     labels = [f"{location}[{index}]" for index in range(shape[0])] if len(shape) == 4 else [location]
     return Source(location, labels, npz=(archive, member, tuple(shape)))
@@ -188,11 +187,10 @@ def decode(sources: list[Source], size: tuple[int, int]) -> np.ndarray:
                 "resize them first"
             )
         try:
-            with archive.open(member) as stream:
-                array = np.lib.format.read_array(stream, allow_pickle=False)
+            with archive.open(member) as stream:  # The header's shape was checked: the reshape cannot fail.
+                arrays.append(np.lib.format.read_array(stream, allow_pickle=False).reshape(-1, height, width, 3))
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise DataError(f"input {source.name} is a damaged .npz ({error}): save it again") from None
-        arrays.append(array.reshape(-1, height, width, 3))
     return np.concatenate(arrays)
 
 
