@@ -342,7 +342,7 @@ def _load_npz(path: Path) -> Cifar10:
             _check_npz_sizes(archive.zip, path)
             arrays = {key: archive[key] if key.startswith("x") else archive[key].reshape(-1, 1) for key in NPZ_KEYS}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise DataError(f"{path} is not a readable .npz ({error})") from None
+        raise DataError(f"{path} is not a readable .npz ({error}): save it with numpy.savez") from None
     return Cifar10(**arrays, source=str(path))
 
 
