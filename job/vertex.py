@@ -41,10 +41,6 @@ class Placement:
     run_id: str
     job_id: str  # CLOUD_ML_JOB_ID, or "" when it is not set.
 
-    @property
-    def base(self) -> str:
-        return f"{self.output}/{self.run_id}"
-
 
 def normalized(location: str) -> str:
     """One spelling per place: gs://bucket/prefix or an absolute path, without a trailing slash."""
@@ -100,8 +96,8 @@ def resolve_output(output: str | None, run_id: str, model_version: int | None) -
     where = f"{MODEL_DIR}={model_dir}"
     if run_id and run_id != place.run_id:
         raise UsageError(
-            f"--run-id {run_id} differs from the run folder {where} implies ({place.base}, run id {place.run_id}): "
-            "on Vertex AI the run folder is the job's base output directory; drop --run-id"
+            f"--run-id {run_id} differs from the run folder {where} implies ({place.output}/{place.run_id}, run id "
+            f"{place.run_id}): on Vertex AI the run folder is the job's base output directory; drop --run-id"
         )
     if model_version is not None:
         raise UsageError(
