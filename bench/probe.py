@@ -77,13 +77,15 @@ def time_ours(api: str, loop: str, dataset: data_module.Cifar10, memory: bool) -
     model = build_model(api, dataset.image_size)
     optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)
     monitor = StubMonitor(splits.steps_per_epoch)
-    real_epoch = pipeline.train_epoch
+    real_epochs = loops.train_epochs
 
-    def train_epoch(splits: pipeline.Splits, seed: int, epoch: int, skip_steps: int = 0) -> tf.data.Dataset:
-        batches = real_epoch(splits, seed, epoch, skip_steps)
-        return from_memory(batches, splits.steps_per_epoch) if memory else batches
+    def train_epochs(
+        splits: pipeline.Splits, seed: int, first_epoch: int, epochs: int, first_step: int = 0
+    ) -> tf.data.Dataset:
+        batches = real_epochs(splits, seed, first_epoch, epochs, first_step)
+        return from_memory(batches, splits.steps_per_epoch * (epochs - first_epoch)) if memory else batches
 
-    pipeline.train_epoch = train_epoch  # Both loops reach it through pipeline.train_epochs.
+    loops.train_epochs = train_epochs  # The name both loops call.
     try:
         config = TrainConfig(api=Api(api), loop=Loop(loop), epochs=EPOCHS_PER_RUN, seed=42)
         steps_per_execution = (  # As `train` chooses by default.
@@ -108,7 +110,7 @@ def time_ours(api: str, loop: str, dataset: data_module.Cifar10, memory: bool) -
             metrics = {"train_loss": keras.metrics.Mean(), "train_accuracy": keras.metrics.SparseCategoricalAccuracy()}
             loops.custom_loop(model, optimizer, splits, monitor, metrics, plan)  # type: ignore[arg-type]
     finally:
-        pipeline.train_epoch = real_epoch
+        loops.train_epochs = real_epochs
     return statistics.median(monitor.seconds[1:])
 
 

@@ -99,14 +99,6 @@ def epoch_order(train_size: int, seed: int | tf.Tensor, epoch: int | tf.Tensor) 
     return tf.random.experimental.stateless_shuffle(tf.range(train_size, dtype=tf.int64), seed=seeds)
 
 
-def train_epoch(splits: Splits, seed: int, epoch: int, skip_steps: int = 0) -> tf.data.Dataset:
-    """Epoch `epoch` (0-based) of shuffled, full batches; `skip_steps` resumes mid-epoch.
-
-    Each element is (images, labels), or (indices, labels) with the training set on the device.
-    """
-    return train_epochs(splits, seed, epoch, epoch + 1, first_step=skip_steps)
-
-
 def shard_by_data() -> tf.data.Options:
     """Multi-worker: every worker builds the same batches and keeps its slice of each (there are no files to
     shard by), so the global batch is the one a single worker would train on."""
@@ -116,7 +108,9 @@ def shard_by_data() -> tf.data.Options:
 
 
 def train_epochs(splits: Splits, seed: int, first_epoch: int, epochs: int, first_step: int = 0) -> tf.data.Dataset:
-    """Epochs first_epoch..epochs-1 back to back (the first one from `first_step`), for one iterator per run.
+    """Epochs first_epoch..epochs-1 (0-based) of shuffled, full batches, back to back (the first one from
+    `first_step`), for one iterator per run. Each element is (images, labels), or (indices, labels) with the
+    training set on the device.
 
     One iterator for the whole run, not one per epoch: a fresh iterator per epoch re-spawned the
     prefetch threads and made some epochs ~30% slower on 2 cores (docs/performance.md). Each epoch's

@@ -6,14 +6,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
 from job import data
 from job.data import Cifar10
-from job.pipeline import Splits, host_tensor, make_splits, train_epoch, train_epochs
+from job.pipeline import Splits, host_tensor, make_splits, train_epochs
 
 T = TypeVar("T")
 TRAIN, TEST, BATCH, VALIDATION = 130, 40, 20, 15  # 6 full batches per epoch; 10 images dropped.
@@ -35,6 +35,10 @@ def numbered_data() -> Cifar10:
 @pytest.fixture(scope="module")
 def splits() -> Splits:
     return make_splits(numbered_data(), BATCH, VALIDATION)
+
+
+def train_epoch(splits: Splits, seed: int, epoch: int) -> Any:
+    return train_epochs(splits, seed, epoch, epoch + 1)
 
 
 def indices(images: np.ndarray) -> list[int]:
