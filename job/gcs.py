@@ -16,6 +16,7 @@ import base64
 import contextlib
 import hashlib
 import http.client
+import math
 import os
 import re
 import secrets
@@ -130,15 +131,16 @@ def request_options(deadline: float | None = None) -> dict[str, Any]:
     return {"retry": retry_policy(deadline), "timeout": REQUEST_TIMEOUT}
 
 
-def positive_seconds(name: str, default: float) -> float:
-    """A positive number of seconds from the environment variable `name`, else `default` (exit 2 if malformed)."""
-    text = os.environ.get(name, "")
+def positive_seconds(name: str, default: float, most: float = math.inf) -> float:
+    """Seconds above 0 (and at most `most`) from the environment variable `name`, else `default` (exit 2 if not)."""
+    text = os.environ.get(name, "").strip()
     try:
         seconds = float(text) if text else default
     except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise UsageError(f"{name} must be a positive number of seconds, got {text!r}")
+        seconds = math.nan
+    if not 0 < seconds <= most:
+        bound = f" up to {most:g}" if most < math.inf else ""
+        raise UsageError(f"{name}={text!r} is not a number of seconds above 0{bound}: unset it or fix it")
     return seconds
 
 

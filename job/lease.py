@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from job import progress
 from job.artifacts import parse_json
-from job.errors import EXIT_OUTPUT, OutputError, UsageError
+from job.errors import EXIT_OUTPUT, OutputError
 from job.uri import is_gcs, parse_gcs_url
 
 log = logging.getLogger(__name__)
@@ -41,17 +41,6 @@ DEFAULT_LEASE_SECONDS = 60.0
 
 class Lease(Protocol):
     def release(self) -> None: ...
-
-
-def lease_seconds() -> float:
-    raw = os.environ.get("JOB_LEASE_SECONDS", "").strip()
-    try:
-        seconds = float(raw) if raw else DEFAULT_LEASE_SECONDS
-    except ValueError:
-        seconds = -1.0
-    if not 1 <= seconds <= 3600:
-        raise UsageError(f"JOB_LEASE_SECONDS={raw!r} is not a number of seconds from 1 to 3600: unset it or fix it")
-    return seconds
 
 
 def owner() -> dict[str, Any]:
@@ -92,7 +81,9 @@ def busy(url: str, holder: dict[str, Any], until: str = "") -> OutputError:
 def acquire(output: str, run_id: str) -> Lease:
     """Take the run's lease, or raise OutputError (exit 4) naming the process that holds it."""
     if is_gcs(output):
-        return GcsLease(output, run_id, lease_seconds())
+        from job.gcs import positive_seconds
+
+        return GcsLease(output, run_id, positive_seconds("JOB_LEASE_SECONDS", DEFAULT_LEASE_SECONDS, most=3600))
     return LocalLease(Path(output).expanduser().absolute(), run_id)
 
 

@@ -82,6 +82,20 @@ ROWS = {
         ("--output", "{tmp}/runs"), 2, "both --output/JOB_OUTPUT", env={"AIP_MODEL_DIR": "gs://vertex-bucket/model"}
     ),
     "bad-env-value": Row((), 2, "--batch-size must be at least 1, got -5", env={"JOB_BATCH_SIZE": "-5"}),
+    "retry-deadline-not-seconds": Row(
+        ("--output", "gs://{bucket}/runs"),
+        2,
+        "JOB_GCS_RETRY_DEADLINE='-1' is not a number of seconds above 0: unset",
+        env={"JOB_GCS_RETRY_DEADLINE": "-1"},
+        needs_gcs=True,
+    ),
+    "lease-seconds-out-of-range": Row(  # Read when the lease is taken: after the data and splits were checked.
+        ("--output", "gs://{bucket}/runs", "--validation-size", "100"),
+        2,
+        "JOB_LEASE_SECONDS='1h' is not a number of seconds above 0 up to 3600",
+        env={"JOB_LEASE_SECONDS": "1h"},
+        needs_gcs=True,
+    ),
 }
 
 
@@ -131,13 +145,12 @@ def test_bad_input(
     without_tensorflow: dict[str, str],
 ) -> None:
     row = ROWS[name]
-    if row.needs_gcs:
-        request.getfixturevalue("gcs_server")  # Sets STORAGE_EMULATOR_HOST for the subprocess.
+    bucket = request.getfixturevalue("gcs_bucket") if row.needs_gcs else ""  # Sets STORAGE_EMULATOR_HOST too.
     output = tmp_path / "runs"
     existing_runs(output)
     (tmp_path / "a-file").write_text("not a folder")
     before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))
-    args = [arg.format(tmp=tmp_path, bad=bad_data) for arg in row.args]
+    args = [arg.format(tmp=tmp_path, bad=bad_data, bucket=bucket) for arg in row.args]
     defaults = {"--data": str(tiny_tarball), "--output": str(output), "--run-id": "fresh"}
     for flag, value in defaults.items():
         if flag not in args:
