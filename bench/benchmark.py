@@ -172,8 +172,7 @@ def machine() -> dict[str, Any]:
 
 def generated_tarball(folder: Path) -> Path:
     """CIFAR-sized generated data (50,000 + 10,000 learnable images) when the real set is absent."""
-    from job.data import write_tarball
-    from tests.helpers import make_cifar_like
+    from tests.helpers import make_cifar_like, write_tarball
 
     path = folder / "generated-cifar-10-python.tar.gz"
     write_tarball(make_cifar_like(50_000, 10_000), path)

@@ -115,9 +115,8 @@ def main() -> None:
     parser.add_argument("--outputs", default="local,gcs", help="comma-separated: local,gcs")
     parser.add_argument("--name", default="publish-latency")
     arguments = parser.parse_args()
-    from job.data import write_tarball
     from tests.gcs_fixtures import start_fake_gcs_server, stop_fake_gcs_server
-    from tests.helpers import job_env, make_cifar_like
+    from tests.helpers import job_env, make_cifar_like, write_tarball
 
     train_images, test_images = 2_000, 10_000
     outputs = [kind for kind in arguments.outputs.split(",") if kind]

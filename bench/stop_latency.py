@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # Run as a script from anywhere.
 
 from tests.gcs_fixtures import start_fake_gcs_server, stop_fake_gcs_server  # noqa: E402
-from tests.helpers import job_env, make_cifar_like  # noqa: E402
+from tests.helpers import job_env, make_cifar_like, write_tarball  # noqa: E402
 
 REAL_DATA = ROOT.parent / "shared" / "data" / "cifar10" / "cifar-10-python.tar.gz"
 RESULTS = ROOT / "bench" / "results"
@@ -127,8 +127,6 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="stop-latency-"))
     data = options.data
     if data is None:
-        from job.data import write_tarball
-
         data = str(work / "cifar-10-python.tar.gz")
         write_tarball(make_cifar_like(train_size=50_000, test_size=10_000), Path(data))
     server = start_fake_gcs_server() if "gcs" in options.outputs else None

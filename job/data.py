@@ -399,18 +399,3 @@ def label_counts(labels: np.ndarray) -> dict[str, int]:
     values, counts = np.unique(labels, return_counts=True)
     found = dict(zip(values.tolist(), counts.tolist(), strict=True))
     return {name: int(found.get(index, 0)) for index, name in enumerate(CLASS_NAMES)}
-
-
-def write_tarball(data: Cifar10, path: Path) -> None:
-    """Write arrays in the official tarball layout (used by tests and tools to make small datasets)."""
-    with tarfile.open(path, "w:gz") as archive:
-        batches = np.array_split(np.arange(len(data.x_train)), len(TRAIN_BATCHES))
-        parts = [
-            (name, data.x_train[rows], data.y_train[rows]) for name, rows in zip(TRAIN_BATCHES, batches, strict=True)
-        ]
-        for name, images, labels in [*parts, (TEST_BATCH, data.x_test, data.y_test)]:
-            rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-            payload = pickle.dumps({b"data": rows, b"labels": labels.reshape(-1).tolist()}, protocol=2)
-            info = tarfile.TarInfo(f"{FOLDER_NAME}/{name}")
-            info.size = len(payload)
-            archive.addfile(info, io.BytesIO(payload))

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from job.data import Cifar10, write_tarball
-from tests.helpers import ROOT, TINY_TRAIN, JobProcess, job_env, make_cifar_like, start_job
+from job.data import Cifar10
+from tests.helpers import ROOT, TINY_TRAIN, JobProcess, job_env, make_cifar_like, start_job, write_tarball
 
 pytest_plugins = ["tests.gcs_fixtures"]
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from job.data import Cifar10
+from job.data import FOLDER_NAME, TEST_BATCH, TRAIN_BATCHES, Cifar10
 from tests.forkserver import ForkedJob, ForkServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,3 +109,17 @@ def tensorboard_hparams(folder: Path) -> tuple[dict[str, Any], list[str], dict[s
     hparams = {name: json_format.MessageToDict(value) for name, value in session.hparams.items()}
     metrics = [f"{info.name.group}/{info.name.tag}" for info in experiment.metric_infos]
     return hparams, metrics, {"group_name": session.group_name}
+
+
+def write_tarball(dataset: Cifar10, path: Path) -> None:
+    """Write arrays in the official cifar-10-python.tar.gz layout, as job.data reads it."""
+    with tarfile.open(path, "w:gz") as archive:
+        batches = np.array_split(np.arange(len(dataset.x_train)), len(TRAIN_BATCHES))
+        train = zip(TRAIN_BATCHES, batches, strict=True)
+        parts = [(name, dataset.x_train[rows], dataset.y_train[rows]) for name, rows in train]
+        for name, images, labels in [*parts, (TEST_BATCH, dataset.x_test, dataset.y_test)]:
+            rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+            payload = pickle.dumps({b"data": rows, b"labels": labels.reshape(-1).tolist()}, protocol=2)
+            info = tarfile.TarInfo(f"{FOLDER_NAME}/{name}")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))

@@ -17,6 +17,7 @@ from job import data, stopping
 from job.data import Cifar10
 from job.errors import DataError, Interrupted
 from tests.conftest import RunJob
+from tests.helpers import write_tarball
 
 
 def test_tarball_folder_and_npz_load_identically(tiny_tarball: Path, tiny_data: Cifar10, tmp_path: Path) -> None:
@@ -56,7 +57,7 @@ def test_pickle_rows_are_channel_major(tmp_path: Path) -> None:
     image = np.zeros((1, 32, 32, 3), dtype=np.uint8)
     image[0, 0, 1] = (10, 20, 30)  # Row 0, column 1.
     dataset = Cifar10(np.repeat(image, 5, axis=0), np.zeros((5, 1), int), image, np.zeros((1, 1), int), "x")
-    data.write_tarball(dataset, tmp_path / "one.tar.gz")
+    write_tarball(dataset, tmp_path / "one.tar.gz")
     with tarfile.open(tmp_path / "one.tar.gz") as archive:
         stream = archive.extractfile("cifar-10-batches-py/test_batch")
         assert stream is not None

@@ -19,6 +19,7 @@ from job.fetch import fetch_data
 from job.gcs import GcsStore, gcs_errors, metadata_unreachable
 from job.storage import open_store
 from tests.gcs_fixtures import FakeGcsServer, client_for
+from tests.helpers import write_tarball
 
 
 def make_run_folder(root: Path) -> dict[str, bytes]:
@@ -187,7 +188,7 @@ def test_cifar_tarball_is_read_from_gcs_through_the_cache(
     gcs_server: FakeGcsServer, gcs_bucket: str, tmp_path: Path
 ) -> None:
     original = tiny_cifar()
-    data.write_tarball(original, tmp_path / "cifar-10-python.tar.gz")
+    write_tarball(original, tmp_path / "cifar-10-python.tar.gz")
     bucket = client_for(gcs_server).bucket(gcs_bucket)
     bucket.blob("data/cifar-10-python.tar.gz").upload_from_filename(tmp_path / "cifar-10-python.tar.gz")
 

@@ -19,11 +19,11 @@ import pytest
 from PIL import Image
 
 from job import plots, stopping, visualize
-from job.data import Cifar10, label_counts, write_tarball
+from job.data import Cifar10, label_counts
 from job.errors import Interrupted
 from job.progress import Reporter
 from tests.conftest import RunJob
-from tests.helpers import ROOT, job_env, make_cifar_like
+from tests.helpers import ROOT, job_env, make_cifar_like, write_tarball
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
 

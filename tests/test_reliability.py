@@ -26,10 +26,9 @@ from typing import Any
 
 import pytest
 
-from job.data import write_tarball
 from job.gcs import GcsStore
 from tests.conftest import RunJob, built_once_per_session
-from tests.helpers import JobProcess, epoch_records, make_cifar_like, read_jsonl
+from tests.helpers import JobProcess, epoch_records, make_cifar_like, read_jsonl, write_tarball
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from job import data
 from job.data import Cifar10
 from tests.conftest import RunJob
 from tests.gcs_fixtures import FakeGcsServer, client_for
-from tests.helpers import make_cifar_like
+from tests.helpers import make_cifar_like, write_tarball
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -160,7 +160,7 @@ def test_a_changed_object_is_decoded_again(
     source, cache = upload(gcs_server, gcs_bucket, tiny_tarball), tmp_path / "cache"
     data.load(source, cache)
     other = make_cifar_like(train_size=400, test_size=200, seed=7)
-    data.write_tarball(other, tmp_path / "other.tar.gz")
+    write_tarball(other, tmp_path / "other.tar.gz")
     upload(gcs_server, gcs_bucket, tmp_path / "other.tar.gz")
     reloaded = data.load(source, cache)
     assert_same(reloaded, other)
@@ -171,7 +171,7 @@ def test_a_bad_pickle_stops_the_load_before_the_next_member(tmp_path: Path) -> N
     """The first bad batch ends the load: no later member is decoded."""
     dataset = make_cifar_like(train_size=500, test_size=100)
     tarball = tmp_path / "cifar-10-python.tar.gz"
-    data.write_tarball(dataset, tarball)
+    write_tarball(dataset, tarball)
     real_read = data._read_batch
     calls = 0
 

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from job.data import write_tarball
-from tests.helpers import make_cifar_like
+from tests.helpers import make_cifar_like, write_tarball
 
 pytest_plugins = ["tests.gcs_fixtures"]
 
