@@ -36,7 +36,7 @@ from bench import reference
 from job import data as data_module
 from job import devices as devices_module
 from job import loops, pipeline, stepping
-from job.config import Api, Loop, Precision, TrainConfig, Xla
+from job.config import Api, Loop, Precision, Switch, TrainConfig
 from job.models import build_model
 from job.plan import Plan
 
@@ -159,7 +159,7 @@ def main() -> None:
     else:
         devices = devices_module.detect()
         precision = devices_module.resolve_precision(Precision.auto, devices)
-        assert not devices_module.resolve_xla(Xla.auto, devices), "the probe runs the CPU path only"
+        assert not devices_module.resolve_xla(Switch.auto, devices), "the probe runs the CPU path only"
         keras.mixed_precision.set_global_policy(precision)
         api, loop = arguments.variant.split("-")
         measure_epoch = lambda memory: time_ours(api, loop, dataset, memory)  # noqa: E731

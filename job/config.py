@@ -21,7 +21,6 @@ Api = StrEnum("Api", ["symbolic", "imperative"])
 Loop = StrEnum("Loop", ["fit", "custom"])
 Precision = StrEnum("Precision", ["auto", "float32", "mixed_bfloat16", "mixed_float16"])
 Switch = StrEnum("Switch", ["auto", "on", "off"])  # --xla and --data-on-device: auto leaves it to the hardware.
-Xla = Switch  # The name job.devices, its tests and bench/probe.py know it by.
 StrategyKind = StrEnum("StrategyKind", ["auto", "none", "mirrored", "multiworker"])  # tf.distribute (job.distribute).
 LogFormat = StrEnum("LogFormat", ["text", "json"])
 

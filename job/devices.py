@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from job.config import Precision, Xla
+from job.config import Precision, Switch
 from job.errors import EnvironmentNotReady
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # CPU instructions that make bfloat16 matmuls fast.
@@ -54,6 +54,6 @@ def resolve_precision(requested: Precision, devices: Devices) -> str:
     return Precision.float32.value
 
 
-def resolve_xla(requested: Xla, devices: Devices) -> bool:
+def resolve_xla(requested: Switch, devices: Devices) -> bool:
     """auto: on for GPUs; off on CPU, where XLA measured 0.44× here."""
-    return bool(devices.gpus) if requested == Xla.auto else requested == Xla.on
+    return bool(devices.gpus) if requested == Switch.auto else requested == Switch.on

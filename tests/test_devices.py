@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from job.config import Precision, Xla
+from job.config import Precision, Switch
 from job.devices import Devices, require_gpu, resolve_precision, resolve_xla
 from job.errors import EXIT_NOT_READY, EnvironmentNotReady
 
@@ -34,9 +34,9 @@ def test_a_requested_precision_is_kept_whatever_the_hardware(requested: Precisio
 
 
 def test_auto_xla_is_on_for_gpus_only() -> None:
-    assert resolve_xla(Xla.auto, Devices(gpus=[VOLTA], cpu_bfloat16=False)) is True
-    assert resolve_xla(Xla.auto, CPU_WITH_BF16) is False
-    assert resolve_xla(Xla.on, PLAIN_CPU) is True and resolve_xla(Xla.off, Devices([VOLTA], False)) is False
+    assert resolve_xla(Switch.auto, Devices(gpus=[VOLTA], cpu_bfloat16=False)) is True
+    assert resolve_xla(Switch.auto, CPU_WITH_BF16) is False
+    assert resolve_xla(Switch.on, PLAIN_CPU) is True and resolve_xla(Switch.off, Devices([VOLTA], False)) is False
 
 
 def test_no_gpu_visible_to_tensorflow_is_retryable_not_a_usage_error() -> None:
