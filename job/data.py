@@ -169,26 +169,11 @@ def _load_local(path: Path) -> Cifar10:
 
 
 def _load_tarball(path: Path) -> Cifar10:
-    """Read the batches in one pass over the compressed stream; members are never extracted to paths."""
+    """Read the batches in one pass over the compressed stream; members are never extracted to paths. The entry
+    count and each member's declared size are checked before its bytes are inflated (a bomb is refused unread),
+    and a duplicate is refused."""
     check_size(path.stat().st_size, MAX_DATA_BYTES, str(path), DataError)
     batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, payload in _tar_members(path):
-        batches[name] = _read_batch(io.BytesIO(payload), f"{path}:{name}")
-        stopping.raise_if_requested("while loading the data")
-    missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if name not in batches]
-    if missing:
-        raise DataError(f"{path} has no {missing[0]}: is it the official cifar-10-python.tar.gz?")
-    return _from_batches(batches.__getitem__, str(path))
-
-
-READ_BUFFER = 1 << 20  # Bytes per read when draining the rest of a gzip stream.
-
-
-def _tar_members(path: Path) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of each wanted member: the entry count and each member's declared size are checked before
-    its bytes are inflated (a bomb is refused unread), a duplicate is refused."""
-    wanted = {*TRAIN_BATCHES, TEST_BATCH}
-    seen: set[str] = set()
     try:
         with _tar_archive(path) as archive:
             for count, member in enumerate(archive, start=1):
@@ -196,17 +181,25 @@ def _tar_members(path: Path) -> Iterator[tuple[str, bytes]]:
                     raise DataError(f"{path} has more than {MAX_DATA_ENTRIES} entries: it is not CIFAR-10")
                 check_size(member.size, MAX_PICKLE_BYTES, f"{path}:{member.name}", DataError)
                 name = PurePosixPath(member.name).name
-                if not member.isfile() or name not in wanted:
+                if not member.isfile() or name not in (*TRAIN_BATCHES, TEST_BATCH):
                     continue
-                if name in seen:
+                if name in batches:
                     raise DataError(f"{path} holds {name} twice: use the official cifar-10-python.tar.gz")
-                seen.add(name)
                 stream = archive.extractfile(member)
                 assert stream is not None  # A regular file always has a stream.
-                yield name, stream.read()  # Whole, so a damaged archive is told apart from a damaged pickle.
+                payload = stream.read()  # Whole, so a damaged archive is told apart from a damaged pickle.
+                batches[name] = _read_batch(io.BytesIO(payload), f"{path}:{name}")
+                stopping.raise_if_requested("while loading the data")
     except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile, zlib.error, zlib_ng.error) as error:  # type: ignore[misc]
         reason = str(error).splitlines()[0].rstrip(":")
         raise DataError(f"{path} is not a readable tar.gz ({reason}): download cifar-10-python.tar.gz again") from None
+    missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if name not in batches]
+    if missing:
+        raise DataError(f"{path} has no {missing[0]}: is it the official cifar-10-python.tar.gz?")
+    return _from_batches(batches.__getitem__, str(path))
+
+
+READ_BUFFER = 1 << 20  # Bytes per read when draining the rest of a gzip stream.
 
 
 @contextlib.contextmanager
