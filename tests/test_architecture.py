@@ -9,7 +9,7 @@ import pytest
 from tests.helpers import ROOT
 
 # In order of the data's way through a run; each may import only those before it and the storage row. (`cli`,
-# before them all, dispatches to every command: it imports them lazily.)
+# before them all, dispatches to every command.)
 STAGES = ["config", "fetch", "data", "preflight", "pipeline", "models", "distribute", "plan", "checkpoints", "monitor",
           "loops", "train"]  # fmt: skip
 # The storage row, top to bottom; each may import only those below it (and helpers such as faults, untrusted).
