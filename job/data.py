@@ -333,10 +333,10 @@ def _load_npz(path: Path) -> Cifar10:
             if missing:
                 raise DataError(f"{path} lacks {', '.join(missing)}: an .npz needs x_train, y_train, x_test, y_test")
             _check_npz_sizes(archive.zip, path)
-            arrays = {key: archive[key] if key.startswith("x") else archive[key].reshape(-1, 1) for key in NPZ_KEYS}
+            x_train, y_train, x_test, y_test = (archive[key] for key in NPZ_KEYS)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise DataError(f"{path} is not a readable .npz ({error}): save it with numpy.savez") from None
-    return Cifar10(**arrays, source=str(path))
+    return Cifar10(x_train, y_train.reshape(-1, 1), x_test, y_test.reshape(-1, 1), str(path))
 
 
 def _check_npz_sizes(archive: zipfile.ZipFile, path: Path) -> None:
